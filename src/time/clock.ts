@@ -1,0 +1,138 @@
+/**
+ * Raw clocks: this node's own, undisciplined idea of UTC in nanoseconds.
+ *
+ * A raw clock never steps: it is the monotonic clock (process.hrtime) given an
+ * epoch once, at start. Everything precise is expressed against it, and the
+ * Timescale maps it to disciplined UTC. A wall-clock step after start (an admin
+ * running `date -s`, a Pi that booted in 1970 and then learnt the date) cannot
+ * reach it.
+ */
+import { NS_PER_MS } from './units.js';
+
+export interface RawClock {
+  /** Nanoseconds since the Unix epoch on this clock's own (undisciplined) scale. */
+  nowNs(): bigint;
+}
+
+/** How many Date.now() tick edges to sample when anchoring; the tightest wins. */
+const ANCHOR_TICKS = 3;
+
+/**
+ * Reads the system clock once with sub-microsecond accuracy: Date.now() only
+ * has millisecond resolution, but the instant it changes value is the instant
+ * CLOCK_REALTIME crosses a millisecond boundary, so we spin until the edge and
+ * read the monotonic clock right there. Costs up to ANCHOR_TICKS ms once.
+ */
+export function anchorToSystemClock(): { epochNs: bigint; hrtimeNs: bigint } {
+  let best: { epochNs: bigint; hrtimeNs: bigint; widthNs: bigint } | undefined;
+  for (let i = 0; i < ANCHOR_TICKS; i++) {
+    const startMs = Date.now();
+    let before = process.hrtime.bigint();
+    let nowMs = Date.now();
+    while (nowMs === startMs) {
+      before = process.hrtime.bigint();
+      nowMs = Date.now();
+    }
+    const after = process.hrtime.bigint();
+    // The edge lies between `before` and `after`: take the middle.
+    const width = after - before;
+    if (!best || width < best.widthNs) {
+      best = { epochNs: BigInt(nowMs) * NS_PER_MS, hrtimeNs: before + width / 2n, widthNs: width };
+    }
+  }
+  return { epochNs: best!.epochNs, hrtimeNs: best!.hrtimeNs };
+}
+
+/** The real clock: process.hrtime.bigint() given the system clock's epoch at start. */
+export class RealClock implements RawClock {
+  private readonly epochMinusHrtimeNs: bigint;
+
+  constructor(anchor = anchorToSystemClock()) {
+    this.epochMinusHrtimeNs = anchor.epochNs - anchor.hrtimeNs;
+  }
+
+  nowNs(): bigint {
+    return process.hrtime.bigint() + this.epochMinusHrtimeNs;
+  }
+}
+
+let sharedRealClock: RealClock | undefined;
+
+/** One anchored real clock per process, so every component agrees on "raw". */
+export function realClock(): RealClock {
+  sharedRealClock ??= new RealClock();
+  return sharedRealClock;
+}
+
+export interface SimulatedClockOptions {
+  /** Constant error added to true time, seconds. */
+  offsetSeconds: number;
+  /** Rate error, parts per million: the clock gains driftPpm µs per real second. */
+  driftPpm: number;
+  /** The truth this clock is wrong against; the real clock by default. */
+  truth?: RawClock;
+}
+
+/**
+ * A raw clock that is wrong on purpose: it reads true time + offset + drift ×
+ * the true time elapsed since it was made. One machine can host ten "Pis"
+ * that disagree by seconds, and the simulation still knows the truth.
+ */
+export class SimulatedClock implements RawClock {
+  readonly offsetSeconds: number;
+  readonly driftPpm: number;
+  readonly truth: RawClock;
+  private readonly startTruthNs: bigint;
+  private readonly offsetNs: bigint;
+
+  constructor(options: SimulatedClockOptions) {
+    if (!Number.isFinite(options.offsetSeconds)) throw new RangeError('offsetSeconds must be finite');
+    if (!Number.isFinite(options.driftPpm) || Math.abs(options.driftPpm) >= 1e5) {
+      throw new RangeError('driftPpm must be finite and within ±100000 ppm');
+    }
+    this.offsetSeconds = options.offsetSeconds;
+    this.driftPpm = options.driftPpm;
+    this.truth = options.truth ?? realClock();
+    this.startTruthNs = this.truth.nowNs();
+    this.offsetNs = BigInt(Math.round(options.offsetSeconds * 1e9));
+  }
+
+  nowNs(): bigint {
+    return this.rawAtTruth(this.truth.nowNs());
+  }
+
+  /** The true time now (the truth clock's reading). */
+  truthNs(): bigint {
+    return this.truth.nowNs();
+  }
+
+  /** What this clock reads when the truth reads `truthNs`. */
+  rawAtTruth(truthNs: bigint): bigint {
+    const elapsed = Number(truthNs - this.startTruthNs);
+    return truthNs + this.offsetNs + BigInt(Math.round(elapsed * this.driftPpm * 1e-6));
+  }
+
+  /** The true time at which this clock reads `rawNs` (the inverse of rawAtTruth). */
+  truthAtRaw(rawNs: bigint): bigint {
+    const elapsed = Number(rawNs - this.offsetNs - this.startTruthNs) / (1 + this.driftPpm * 1e-6);
+    return this.startTruthNs + BigInt(Math.round(elapsed));
+  }
+}
+
+/** A clock that moves only when told to: for deterministic tests. */
+export class ManualClock implements RawClock {
+  constructor(private currentNs: bigint = 0n) {}
+
+  nowNs(): bigint {
+    return this.currentNs;
+  }
+
+  set(ns: bigint): void {
+    if (ns < this.currentNs) throw new RangeError('a raw clock never runs backwards');
+    this.currentNs = ns;
+  }
+
+  advance(ns: bigint | number): void {
+    this.set(this.currentNs + BigInt(ns));
+  }
+}

@@ -1,0 +1,3 @@
+export * from './units.js';
+export * from './clock.js';
+export * from './timescale.js';
