@@ -1,0 +1,398 @@
+/**
+ * Action specs: what to fire, as plain JSON-able data shared by
+ * `lockstep fire` and the mesh trigger messages, with a validator that says
+ * what is wrong, and scheduleAction(), which turns a spec + a start instant +
+ * a prepared Actuator into scheduled instants on the scheduler.
+ *
+ * Durations are integer nanoseconds as JSON numbers (safe up to 104 days);
+ * absolute instants never appear in a spec, only the start instant given
+ * alongside it (as a bigint here, as a decimal string on the wire).
+ */
+import type { Actuator, FireOutcome, Level } from './actuator.js';
+
+export type ActionKind = 'blink' | 'capture' | 'command';
+export const ACTION_KINDS: readonly ActionKind[] = ['blink', 'capture', 'command'];
+
+/** An LED train: on for onNs at the start of every period, count times (or until cancelled). */
+export interface BlinkAction {
+  kind: 'blink';
+  /** A BCM pin number (17) or a line name ("GPIO17"). */
+  line: number | string;
+  onNs: number;
+  periodNs: number;
+  count: number | 'forever';
+}
+
+/** One photo at the instant. */
+export interface CaptureAction {
+  kind: 'capture';
+  /** Where the node writes the file; its own default when absent. */
+  outDir?: string;
+  /** Fire this much early (overrides the device's calibrated lead), ns. */
+  leadNs?: number;
+  /** Part of the file name: the trigger's name. */
+  name?: string;
+}
+
+/** A program started at the instant. */
+export interface CommandAction {
+  kind: 'command';
+  argv: string[];
+}
+
+export type ActionSpec = BlinkAction | CaptureAction | CommandAction;
+
+/** Largest BCM/sysfs-relative line offset we accept (chips have at most a few hundred lines). */
+const MAX_LINE_OFFSET = 1023;
+/** Line names and capture names go into file names and command lines: keep them boring. */
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** A camera lead beyond 10 s is a typo, not a latency. */
+const MAX_LEAD_NS = 10_000_000_000;
+/** Shortest pulse we schedule: below ~50 µs the scheduler's own jitter dominates. */
+const MIN_ON_NS = 50_000;
+/** Command lines longer than this are not something a trigger should carry. */
+const MAX_ARGV = 256;
+
+export interface ValidateOptions {
+  /** Kinds accepted (a mesh node may refuse `command` from the network). All by default. */
+  allowKinds?: readonly ActionKind[];
+  /** Accept capture.outDir (a node should refuse a directory chosen by a remote peer). Default true. */
+  allowOutDir?: boolean;
+}
+
+export type ValidationResult = { ok: true; action: ActionSpec } | { ok: false; reason: string };
+
+export class ActionSpecError extends Error {
+  constructor(readonly reason: string) {
+    super(`invalid action: ${reason}`);
+    this.name = 'ActionSpecError';
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function positiveSafeInteger(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
+}
+
+function unknownKeys(record: Record<string, unknown>, allowed: string[]): string | undefined {
+  return Object.keys(record).find((key) => !allowed.includes(key));
+}
+
+/** Normalizes a line: "17" → 17; "GPIO17" stays a name. */
+function checkLine(value: unknown): { line: number | string } | { reason: string } {
+  if (typeof value === 'string' && /^\d+$/.test(value)) value = Number(value);
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 0 || value > MAX_LINE_OFFSET) {
+      return { reason: `blink.line must be a BCM pin number 0–${MAX_LINE_OFFSET} or a line name, not ${value}` };
+    }
+    return { line: value };
+  }
+  if (typeof value === 'string' && SAFE_NAME.test(value)) return { line: value };
+  return { reason: `blink.line must be a BCM pin number (17) or a line name (GPIO17), not ${JSON.stringify(value)}` };
+}
+
+function validateBlink(r: Record<string, unknown>): ValidationResult {
+  const extra = unknownKeys(r, ['kind', 'line', 'onNs', 'periodNs', 'count']);
+  if (extra) return { ok: false, reason: `blink has no field '${extra}'` };
+  const line = checkLine(r.line);
+  if ('reason' in line) return { ok: false, reason: line.reason };
+  if (!positiveSafeInteger(r.onNs) || r.onNs < MIN_ON_NS) {
+    return { ok: false, reason: `blink.onNs must be an integer number of ns ≥ ${MIN_ON_NS} (50 µs), not ${JSON.stringify(r.onNs)}` };
+  }
+  if (!positiveSafeInteger(r.periodNs)) {
+    return { ok: false, reason: `blink.periodNs must be a positive integer number of ns, not ${JSON.stringify(r.periodNs)}` };
+  }
+  if (r.periodNs <= r.onNs) {
+    return { ok: false, reason: `blink.periodNs (${r.periodNs}) must be longer than blink.onNs (${r.onNs}): the LED needs an off time` };
+  }
+  if (r.count !== 'forever' && !positiveSafeInteger(r.count)) {
+    return { ok: false, reason: `blink.count must be a positive integer or "forever", not ${JSON.stringify(r.count)}` };
+  }
+  return { ok: true, action: { kind: 'blink', line: line.line, onNs: r.onNs, periodNs: r.periodNs, count: r.count as number | 'forever' } };
+}
+
+function validateCapture(r: Record<string, unknown>, options: ValidateOptions): ValidationResult {
+  const extra = unknownKeys(r, ['kind', 'outDir', 'leadNs', 'name']);
+  if (extra) return { ok: false, reason: `capture has no field '${extra}'` };
+  const action: CaptureAction = { kind: 'capture' };
+  if (r.outDir !== undefined) {
+    if (options.allowOutDir === false) return { ok: false, reason: 'capture.outDir is not accepted here: the node chooses its own directory' };
+    if (typeof r.outDir !== 'string' || r.outDir === '' || r.outDir.includes('\0')) {
+      return { ok: false, reason: 'capture.outDir must be a non-empty path' };
+    }
+    action.outDir = r.outDir;
+  }
+  if (r.leadNs !== undefined) {
+    if (typeof r.leadNs !== 'number' || !Number.isSafeInteger(r.leadNs) || r.leadNs < 0 || r.leadNs > MAX_LEAD_NS) {
+      return { ok: false, reason: `capture.leadNs must be an integer number of ns from 0 to ${MAX_LEAD_NS} (10 s), not ${JSON.stringify(r.leadNs)}` };
+    }
+    action.leadNs = r.leadNs;
+  }
+  if (r.name !== undefined) {
+    if (typeof r.name !== 'string' || !SAFE_NAME.test(r.name)) {
+      return { ok: false, reason: `capture.name must be 1–64 letters, digits, '.', '_' or '-', not ${JSON.stringify(r.name)}` };
+    }
+    action.name = r.name;
+  }
+  return { ok: true, action };
+}
+
+function validateCommand(r: Record<string, unknown>): ValidationResult {
+  const extra = unknownKeys(r, ['kind', 'argv']);
+  if (extra) return { ok: false, reason: `command has no field '${extra}'` };
+  const argv = r.argv;
+  if (!Array.isArray(argv) || argv.length === 0 || argv.length > MAX_ARGV) {
+    return { ok: false, reason: `command.argv must be a list of 1–${MAX_ARGV} strings (the program, then its arguments)` };
+  }
+  if (!argv.every((a) => typeof a === 'string' && !a.includes('\0')) || argv[0] === '') {
+    return { ok: false, reason: 'command.argv must hold strings without NUL, the first naming the program' };
+  }
+  return { ok: true, action: { kind: 'command', argv: [...(argv as string[])] } };
+}
+
+/** Checks untrusted data (a parsed trigger message, CLI options) and returns a clean copy or the reason. */
+export function validateAction(value: unknown, options: ValidateOptions = {}): ValidationResult {
+  if (!isRecord(value)) return { ok: false, reason: 'an action must be an object with a "kind"' };
+  const kind = value.kind;
+  if (typeof kind !== 'string' || !(ACTION_KINDS as readonly string[]).includes(kind)) {
+    return { ok: false, reason: `unknown action kind ${JSON.stringify(kind)} (expected ${ACTION_KINDS.join(', ')})` };
+  }
+  const allowed = options.allowKinds ?? ACTION_KINDS;
+  if (!allowed.includes(kind as ActionKind)) return { ok: false, reason: `action '${kind}' is not accepted here` };
+  switch (kind as ActionKind) {
+    case 'blink':
+      return validateBlink(value);
+    case 'capture':
+      return validateCapture(value, options);
+    case 'command':
+      return validateCommand(value);
+  }
+}
+
+/** validateAction that throws ActionSpecError with the reason. */
+export function parseAction(value: unknown, options: ValidateOptions = {}): ActionSpec {
+  const result = validateAction(value, options);
+  if (!result.ok) throw new ActionSpecError(result.reason);
+  return result.action;
+}
+
+/** One line a person reads: "blink GPIO 17: 100 ms on every 1 s, 10 times". */
+export function describeAction(action: ActionSpec): string {
+  const ms = (ns: number) => `${ns / 1e6} ms`;
+  switch (action.kind) {
+    case 'blink':
+      return `blink line ${action.line}: ${ms(action.onNs)} on every ${ms(action.periodNs)}, ${action.count === 'forever' ? 'until stopped' : `${action.count} times`}`;
+    case 'capture':
+      return `capture${action.name ? ` '${action.name}'` : ''}${action.outDir ? ` into ${action.outDir}` : ''}${action.leadNs !== undefined ? ` (lead ${ms(action.leadNs)})` : ''}`;
+    case 'command':
+      return `command ${action.argv.map((a) => JSON.stringify(a)).join(' ')}`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling. The scheduler is described structurally (only what we call), so
+// this file depends on its shape, not its module: src/schedule/scheduler.ts
+// satisfies it.
+
+/** What the scheduler passes to an action, synchronously right after the spin tail. */
+export interface SchedulerFireReport {
+  jobId: number | string;
+  index: number;
+  plannedNs: bigint;
+  actualNs: bigint;
+  latenessNs: bigint | number;
+  errorBoundNs: number;
+}
+
+export interface SchedulerJob {
+  cancel(): void;
+}
+
+export type PastPolicy = 'reject' | 'skip' | 'fire-late';
+
+export interface ActionScheduler {
+  at(instantNs: bigint, action: (report: SchedulerFireReport) => void, options?: { ifPast?: PastPolicy }): SchedulerJob;
+  every(
+    pattern: { epochNs: bigint; periodNs: bigint; offsetNs?: bigint; count?: number },
+    action: (report: SchedulerFireReport) => void,
+    options?: { ifPast?: PastPolicy },
+  ): SchedulerJob;
+}
+
+/** One fire of an action: the scheduler's report, plus what the actuator did. */
+export interface ActionFireReport {
+  kind: ActionKind;
+  /** Which fire of the action (blink: the period number; both edges of a pulse share it). */
+  index: number;
+  /** Blink: the level driven. */
+  level?: Level;
+  /** When the physical event was meant to happen (UTC ns). */
+  targetNs: bigint;
+  /** When the scheduler was asked to fire: targetNs − leadNs. */
+  plannedNs: bigint;
+  /** When it fired, on the disciplined scale. */
+  actualNs: bigint;
+  /** actualNs − plannedNs. */
+  latenessNs: number;
+  /** The Timescale's error bound at the fire. */
+  errorBoundNs: number;
+  /** How early, on purpose (camera lead). */
+  leadNs: number;
+  outcome?: FireOutcome;
+  /** Set when fire() threw. */
+  error?: string;
+}
+
+export interface ActionSummary {
+  fires: number;
+  errors: number;
+  /** true when cancel() ended it before its last fire. */
+  cancelled: boolean;
+}
+
+export interface ScheduleActionOptions {
+  /** The trigger's id or name: capture files are named after it. */
+  tag?: string;
+  /** Called synchronously for each fire, after the actuator. Keep it cheap. */
+  onFire?(report: ActionFireReport): void;
+  /** What to do with instants already past when scheduled. The scheduler's default when absent. */
+  ifPast?: PastPolicy;
+}
+
+export interface ActionRun {
+  /** The first instant the scheduler will fire at (after lead). */
+  readonly firstPlannedNs: bigint;
+  /** Resolves after the last fire (never for blink "forever"), or at cancel(). */
+  readonly done: Promise<ActionSummary>;
+  /** Cancels what is left; a blink that is mid-pulse is driven off at once. */
+  cancel(): void;
+}
+
+function toNumberNs(value: bigint | number): number {
+  return typeof value === 'bigint' ? Number(value) : value;
+}
+
+/**
+ * Schedules an action's instants: for a blink, every on-edge and every
+ * off-edge is its own instant of two phase-locked patterns sharing the start
+ * as their epoch (the k-th pulse is start + k·period, off at + onNs: never
+ * "last + period", so nothing accumulates and late joiners stay in phase);
+ * for a capture, one instant moved early by the lead; for a command, one
+ * instant. The actuator must already be prepared.
+ */
+export function scheduleAction(
+  scheduler: ActionScheduler,
+  action: ActionSpec,
+  startNs: bigint,
+  actuator: Actuator,
+  options: ScheduleActionOptions = {},
+): ActionRun {
+  const summary: ActionSummary = { fires: 0, errors: 0, cancelled: false };
+  let finish!: (s: ActionSummary) => void;
+  const done = new Promise<ActionSummary>((resolve) => (finish = resolve));
+  let finished = false;
+  const end = () => {
+    if (finished) return;
+    finished = true;
+    finish({ ...summary });
+  };
+  const pastOptions = options.ifPast ? { ifPast: options.ifPast } : undefined;
+
+  const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level?: Level): void => {
+    const full: ActionFireReport = {
+      kind: action.kind,
+      index,
+      targetNs,
+      plannedNs: report.plannedNs,
+      actualNs: report.actualNs,
+      latenessNs: toNumberNs(report.latenessNs),
+      errorBoundNs: report.errorBoundNs,
+      leadNs,
+    };
+    if (level !== undefined) full.level = level;
+    try {
+      const outcome = actuator.fire(targetNs, { level, index, tag: options.tag });
+      if (outcome) full.outcome = outcome;
+      summary.fires++;
+    } catch (error) {
+      full.error = (error as Error).message;
+      summary.errors++;
+    }
+    options.onFire?.(full);
+  };
+
+  if (action.kind === 'blink') {
+    const periodNs = BigInt(action.periodNs);
+    const onNs = BigInt(action.onNs);
+    const count = action.count === 'forever' ? undefined : action.count;
+    let lit = false;
+    const pattern = (offsetNs: bigint) => (count === undefined ? { epochNs: startNs, periodNs, offsetNs } : { epochNs: startNs, periodNs, offsetNs, count });
+    const onJob = scheduler.every(pattern(0n), (report) => {
+      if (finished) return;
+      lit = true;
+      fireAndReport(report, report.plannedNs, 0, report.index, 1);
+    }, pastOptions);
+    const offJob = scheduler.every(pattern(onNs), (report) => {
+      if (finished) return;
+      lit = false;
+      fireAndReport(report, report.plannedNs, 0, report.index, 0);
+      if (count !== undefined && report.index >= count - 1) end();
+    }, pastOptions);
+    return {
+      firstPlannedNs: startNs,
+      done,
+      cancel() {
+        onJob.cancel();
+        offJob.cancel();
+        if (finished) return;
+        if (lit) {
+          try {
+            actuator.fire(0n, { level: 0 }); // never leave an LED lit by a cancelled train
+          } catch {
+            /* release() drives it off too */
+          }
+          lit = false;
+        }
+        summary.cancelled = true;
+        end();
+      },
+    };
+  }
+
+  const leadNs = action.kind === 'capture' ? action.leadNs ?? actuator.leadNs ?? 0 : 0;
+  const plannedNs = startNs - BigInt(leadNs);
+  const job = scheduler.at(plannedNs, (report) => {
+    if (finished) return;
+    fireAndReport(report, startNs, leadNs, 0);
+    end();
+  }, pastOptions);
+  return {
+    firstPlannedNs: plannedNs,
+    done,
+    cancel() {
+      job.cancel();
+      if (finished) return;
+      summary.cancelled = true;
+      end();
+    },
+  };
+}
+
+/** A fire report as JSON-able data (bigint instants as decimal strings). */
+export function actionReportJson(report: ActionFireReport): Record<string, unknown> {
+  const { outcome, ...rest } = report;
+  const json: Record<string, unknown> = {
+    ...rest,
+    targetNs: report.targetNs.toString(),
+    plannedNs: report.plannedNs.toString(),
+    actualNs: report.actualNs.toString(),
+  };
+  if (outcome) {
+    const { later: _later, ...plain } = outcome;
+    json.outcome = plain;
+  }
+  return json;
+}
