@@ -1,0 +1,496 @@
+/**
+ * A mesh node: takes triggers over MQTT, checks them, schedules them on the
+ * local scheduler, acks, fires through an actuator, reports.
+ *
+ * The broker is only a messenger. Once a trigger is acked it lives in this
+ * process (and in the state file): the scheduler fires without the broker,
+ * reports wait in the MQTT session until the broker is back, and a restarted
+ * node reloads what it accepted and fires from it.
+ */
+import type { Timescale } from '../time/timescale.js';
+import type { Actuator } from '../schedule/actuator.js';
+import {
+  validateAction,
+  scheduleAction,
+  describeAction,
+  type ActionKind,
+  type ActionScheduler,
+  type ActionSpec,
+  type ActionRun,
+  type ActionFireReport,
+} from '../schedule/actions.js';
+import { Topics } from './topics.js';
+import {
+  decodeTrigger,
+  decodeCancel,
+  encodeMessage,
+  parseMessage,
+  newMessageId,
+  type AckMessage,
+  type ReportMessage,
+  type StateMessage,
+  type TriggerMessage,
+  type RejectReason,
+  type SourceSummary,
+} from './messages.js';
+import { KeyRing, ReplayGuard, verifyWire } from './signing.js';
+import { MqttSession, type MqttSessionOptions } from './mqtt-session.js';
+import { StateFile, emptyState, type NodeStateData, type PendingTrigger } from './state-file.js';
+
+/** What the node says about its clock in its state message. */
+export interface SyncSnapshot {
+  synchronized: boolean;
+  /** UTC − raw now, ns (the offset this node's clock was found to have). */
+  offsetNs: bigint;
+  frequencyPpm: number;
+  /** Infinity when unsynchronized. */
+  errorBoundNs: number;
+  /** UTC of the last good NTP sample, if any. */
+  lastSampleNs?: bigint;
+  sources: SourceSummary[];
+}
+
+export interface MeshNodeOptions {
+  id: string;
+  topics: Topics;
+  /** Broker connection; the node adds its client id, last will and a persistent session. */
+  mqtt: Omit<MqttSessionOptions, 'clientId' | 'will' | 'persistent'>;
+  timescale: Timescale;
+  scheduler: ActionScheduler;
+  /** The node's clock quality now (from the NTP client, or the trusted system clock). */
+  sync(): SyncSnapshot;
+  /** Builds (not prepares) the actuator for an action: injected, so src/mesh needs no hardware/. */
+  actuatorFor(action: ActionSpec): Actuator;
+  /** Simulated nodes: the true time now (reports carry it as trueNs). */
+  truthNs?: () => bigint;
+  keys?: KeyRing;
+  /** Refuse unsigned triggers (default: true when keys are given). */
+  requireSignature?: boolean;
+  stateFile?: StateFile;
+  /** Action kinds accepted from the network (default blink and capture: `command` runs programs). */
+  allowKinds?: readonly ActionKind[];
+  /** How often the retained state is refreshed, ms. */
+  statePeriodMs?: number;
+  /** Shortest time between a trigger's receipt and its first instant (actuator preparation). */
+  minLeadNs?: bigint;
+  log?: (line: string) => void;
+}
+
+/** 1 s: the hub's readiness gate needs fresh error bounds; 10 nodes × 1 msg/s is nothing for a broker. */
+export const DEFAULT_STATE_PERIOD_MS = 1_000;
+/** 20 ms: enough to prepare a GPIO line; a trigger closer than this cannot be honoured on time. */
+export const DEFAULT_MIN_LEAD_NS = 20_000_000n;
+export const DEFAULT_ALLOWED_KINDS: readonly ActionKind[] = ['blink', 'capture'];
+/** A state change smaller than this is not worth an extra state message between periodic ones. */
+const STATE_THROTTLE_MS = 200;
+/**
+ * After a reconnection, recent reports are sent again once this has passed:
+ * a broker that restarted lost its sessions, and the hub must re-subscribe
+ * before it can hear them. Reports have fixed ids, so the hub keeps one copy.
+ */
+const RESEND_AFTER_RECONNECT_MS = 1_500;
+/** Reports kept for re-sending: bounded by count and age. */
+const RECENT_REPORTS_MAX = 500;
+const RECENT_REPORTS_AGE_MS = 120_000;
+
+interface Running {
+  trigger: TriggerMessage;
+  pending: PendingTrigger;
+  run: ActionRun;
+}
+
+export class MeshNode {
+  readonly id: string;
+  private readonly o: MeshNodeOptions;
+  private readonly session: MqttSession;
+  private readonly replay = new ReplayGuard();
+  private readonly running = new Map<string, Running>();
+  private readonly actuators = new Map<string, { actuator: Actuator; ready: Promise<void> }>();
+  private readonly allowKinds: readonly ActionKind[];
+  private readonly requireSignature: boolean;
+  private restoring: PendingTrigger[] = [];
+  private stateTimer: NodeJS.Timeout | undefined;
+  private lastStateMs = 0;
+  private seq = 0;
+  private stopped = false;
+  private connections = 0;
+  private readonly recentReports: { atMs: number; topic: string; payload: string }[] = [];
+  private unsubscribeTimescale: (() => void) | undefined;
+  readonly counters = { triggers: 0, scheduled: 0, rejected: 0, fires: 0, reportsQueued: 0, reportErrors: 0 };
+  private readonly rejections = new Map<RejectReason, number>();
+
+  constructor(options: MeshNodeOptions) {
+    this.o = options;
+    this.id = options.id;
+    options.topics.node(options.id, 'state'); // validates the id
+    this.allowKinds = options.allowKinds ?? DEFAULT_ALLOWED_KINDS;
+    this.requireSignature = options.requireSignature ?? !!options.keys;
+    const offline: StateMessage = { v: 1, type: 'state', node: this.id, status: 'offline' };
+    this.session = new MqttSession({
+      ...options.mqtt,
+      clientId: `lockstep-node-${this.id}`,
+      persistent: true,
+      will: { topic: options.topics.node(this.id, 'state'), payload: encodeMessage(offline), qos: 1, retain: true },
+    });
+  }
+
+  get mqtt(): MqttSession {
+    return this.session;
+  }
+
+  /** Pending trigger ids (accepted, not finished). */
+  pendingIds(): string[] {
+    return [...this.running.keys(), ...this.restoring.map((p) => String(p.wire.id))];
+  }
+
+  rejectionCounts(): Record<string, number> {
+    return Object.fromEntries(this.rejections);
+  }
+
+  async start(): Promise<void> {
+    const { topics } = this.o;
+    if (this.o.stateFile) {
+      const saved = await this.o.stateFile.load(this.id);
+      for (const [id, until] of saved.seen) this.replay.remember(id, 0n, BigInt(until), 0n);
+      this.restoring = saved.pending;
+    }
+    this.session.onMessage((topic, payload) => this.onMessage(topic, payload));
+    this.session.onConnect(() => {
+      void this.publishState();
+      if (++this.connections > 1) setTimeout(() => this.resendRecentReports(), RESEND_AFTER_RECONNECT_MS).unref?.();
+    });
+    this.unsubscribeTimescale = this.o.timescale.onChange(() => {
+      this.restorePending();
+      this.maybePublishState();
+    });
+    // Subscriptions are re-made by mqtt.js after reconnects; the first must be asked for.
+    const subscribe = () =>
+      this.session.subscribe([topics.trigger, topics.cancel, topics.node(this.id, 'trigger')]).catch((e: Error) => this.log(`subscribe failed: ${e.message}`));
+    if (this.session.connected) void subscribe();
+    else {
+      const off = this.session.onConnect(() => {
+        off();
+        void subscribe();
+      });
+    }
+    this.stateTimer = setInterval(() => void this.publishState(), this.o.statePeriodMs ?? DEFAULT_STATE_PERIOD_MS);
+    this.stateTimer.unref?.();
+    this.restorePending();
+  }
+
+  /** Stops taking triggers; pending ones are cancelled (they stay in the state file for the next start). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.stateTimer) clearInterval(this.stateTimer);
+    this.unsubscribeTimescale?.();
+    for (const r of this.running.values()) r.run.cancel();
+    this.running.clear();
+    const offline: StateMessage = { v: 1, type: 'state', node: this.id, status: 'offline' };
+    if (this.session.connected) {
+      await this.session.publish(this.o.topics.node(this.id, 'state'), encodeMessage(offline), { qos: 1, retain: true, timeoutMs: 1000 }).catch(() => undefined);
+    }
+    await this.session.close(true);
+    for (const { actuator } of this.actuators.values()) await actuator.release().catch(() => undefined);
+  }
+
+  // ------------------------------------------------------------ state
+
+  stateMessage(): StateMessage {
+    const s = this.o.sync();
+    return {
+      v: 1,
+      type: 'state',
+      node: this.id,
+      status: 'online',
+      seq: this.seq++,
+      updatedNs: this.o.timescale.nowNs(),
+      synchronized: s.synchronized,
+      offsetNs: s.offsetNs,
+      frequencyPpm: Math.round(s.frequencyPpm * 1000) / 1000,
+      errorBoundNs: Number.isFinite(s.errorBoundNs) ? Math.round(s.errorBoundNs) : null,
+      lastSampleNs: s.lastSampleNs ?? null,
+      sources: s.sources,
+      pending: this.running.size + this.restoring.length,
+      actions: [...this.allowKinds],
+      signing: this.requireSignature,
+    };
+  }
+
+  private maybePublishState(): void {
+    if (Date.now() - this.lastStateMs >= STATE_THROTTLE_MS) void this.publishState();
+  }
+
+  async publishState(): Promise<void> {
+    if (this.stopped || !this.session.connected) return;
+    this.lastStateMs = Date.now();
+    await this.session
+      .publish(this.o.topics.node(this.id, 'state'), encodeMessage(this.stateMessage()), { qos: 1, retain: true })
+      .catch((e: Error) => this.log(`state not published: ${e.message}`));
+  }
+
+  // ------------------------------------------------------------ triggers
+
+  private onMessage(topic: string, payload: Buffer): void {
+    if (this.stopped) return;
+    const { topics } = this.o;
+    if (topic === topics.cancel) void this.onCancel(payload);
+    else if (topic === topics.trigger || topic === topics.node(this.id, 'trigger')) void this.onTrigger(payload);
+  }
+
+  private ack(fields: Omit<AckMessage, 'v' | 'type' | 'id' | 'node' | 'atNs'>): void {
+    const ack: AckMessage = { v: 1, type: 'ack', id: newMessageId('a'), node: this.id, atNs: this.o.timescale.nowNs(), ...fields };
+    if (ack.status === 'rejected' && ack.reason) this.rejections.set(ack.reason, (this.rejections.get(ack.reason) ?? 0) + 1);
+    this.session
+      .publish(this.o.topics.node(this.id, 'ack'), encodeMessage(ack), { qos: 1 })
+      .catch((e: Error) => this.log(`ack for ${fields.triggerId} not confirmed: ${e.message}`));
+  }
+
+  private reject(triggerId: string | null | undefined, reason: RejectReason, detail: string): void {
+    this.counters.rejected++;
+    this.log(`rejected ${triggerId ?? '(unnamed)'}: ${reason}: ${detail}`);
+    this.ack({ triggerId: triggerId ?? null, status: 'rejected', reason, detail });
+  }
+
+  /** Checks that need no clock: shape, target, signature, replay. */
+  private admit(payload: Buffer): { trigger: TriggerMessage; wire: Record<string, unknown> } | undefined {
+    const parsed = parseMessage(payload, decodeTrigger);
+    if (!parsed.ok) {
+      this.reject(parsed.id, parsed.reason, parsed.detail);
+      return undefined;
+    }
+    const trigger = parsed.value;
+    if (trigger.nodes && !trigger.nodes.includes(this.id)) return undefined; // not for us: stay quiet
+    const wire = parsed.raw!;
+    const verified = verifyWire(wire, this.o.keys, this.requireSignature);
+    if (!verified.ok) {
+      this.reject(trigger.id, verified.reason, verified.detail);
+      return undefined;
+    }
+    return { trigger, wire };
+  }
+
+  private async onTrigger(payload: Buffer): Promise<void> {
+    this.counters.triggers++;
+    const admitted = this.admit(payload);
+    if (!admitted) return;
+    const { trigger, wire } = admitted;
+    const ts = this.o.timescale;
+    if (!ts.synchronized) {
+      // Not remembered as seen: the same trigger may be re-sent once we are synchronized.
+      this.reject(trigger.id, 'not-synchronized', 'this node has no trustworthy time yet');
+      return;
+    }
+    const now = ts.nowNs();
+    const replayed = this.replay.check(trigger.id, trigger.issuedNs, now);
+    if (replayed) {
+      const detail = this.running.has(trigger.id) ? `${replayed.detail} (and is scheduled: it fires once)` : replayed.detail;
+      this.reject(trigger.id, replayed.reason, detail);
+      return;
+    }
+    this.replay.remember(trigger.id, trigger.issuedNs, trigger.expiresNs, now);
+    if (now > trigger.expiresNs) {
+      this.reject(trigger.id, 'expired', `expired ${(Number(now - trigger.expiresNs) / 1e6).toFixed(1)} ms ago`);
+      return;
+    }
+    const checked = validateAction(trigger.action, { allowKinds: this.allowKinds, allowOutDir: false });
+    if (!checked.ok) {
+      const unknown = /unknown action kind|not accepted here/.test(checked.reason);
+      this.reject(trigger.id, unknown ? 'unknown-action' : 'malformed', checked.reason);
+      return;
+    }
+    const pending: PendingTrigger = { wire, acceptedNs: now.toString() };
+    await this.schedule(trigger, checked.action, pending, false);
+  }
+
+  /** Which fires are still ahead: all, some (joining a running pattern in phase), or none. */
+  private plan(action: ActionSpec, startNs: bigint, nowNs: bigint): { firstIndex: number; fires: number | 'forever'; firstNs: bigint } | undefined {
+    const earliest = nowNs + (this.o.minLeadNs ?? DEFAULT_MIN_LEAD_NS);
+    if (action.kind !== 'blink') {
+      const lead = action.kind === 'capture' ? BigInt(action.leadNs ?? 0) : 0n;
+      return startNs - lead >= earliest ? { firstIndex: 0, fires: 1, firstNs: startNs } : undefined;
+    }
+    const period = BigInt(action.periodNs);
+    let k = 0n;
+    if (startNs < earliest) k = (earliest - startNs + period - 1n) / period;
+    if (action.count !== 'forever' && k >= BigInt(action.count)) return undefined;
+    return {
+      firstIndex: Number(k),
+      fires: action.count === 'forever' ? 'forever' : action.count - Number(k),
+      firstNs: startNs + k * period,
+    };
+  }
+
+  private actuator(action: ActionSpec): { actuator: Actuator; ready: Promise<void> } {
+    const key = action.kind === 'blink' ? `blink:${action.line}` : action.kind;
+    let entry = this.actuators.get(key);
+    if (!entry) {
+      const actuator = this.o.actuatorFor(action);
+      entry = { actuator, ready: actuator.prepare() };
+      entry.ready.catch(() => this.actuators.delete(key)); // retry preparation next time
+      this.actuators.set(key, entry);
+    }
+    return entry;
+  }
+
+  private async schedule(trigger: TriggerMessage, action: ActionSpec, pending: PendingTrigger, restored: boolean): Promise<void> {
+    const ts = this.o.timescale;
+    const plan = this.plan(action, trigger.startNs, ts.nowNs());
+    if (!plan) {
+      this.reject(trigger.id, 'in-the-past', `its ${action.kind === 'blink' ? 'last instant' : 'instant'} has passed (or is closer than the ${Number(this.o.minLeadNs ?? DEFAULT_MIN_LEAD_NS) / 1e6} ms this node needs)`);
+      if (restored) this.saveState();
+      return;
+    }
+    let actuator: Actuator;
+    try {
+      const entry = this.actuator(action);
+      await entry.ready;
+      actuator = entry.actuator;
+    } catch (error) {
+      this.reject(trigger.id, 'unavailable', `cannot prepare ${describeAction(action)}: ${(error as Error).message}`);
+      return;
+    }
+    if (this.stopped) return;
+    const run = scheduleAction(this.o.scheduler, action, trigger.startNs, actuator, {
+      tag: trigger.id,
+      ifPast: 'skip',
+      onFire: (report) => this.onFire(trigger, report),
+    });
+    this.running.set(trigger.id, { trigger, pending, run });
+    void run.done.then(() => {
+      if (this.running.get(trigger.id)?.run === run) {
+        this.running.delete(trigger.id);
+        this.saveState();
+      }
+    });
+    this.counters.scheduled++;
+    // On disk before the ack: a node that said "scheduled" fires even after a restart.
+    await this.saveState();
+    this.ack({
+      triggerId: trigger.id,
+      status: 'scheduled',
+      firstNs: plan.firstNs,
+      fires: plan.fires === 'forever' ? 0 : plan.fires,
+      firstIndex: plan.firstIndex,
+      errorBoundNs: Math.round(ts.errorBoundNs(ts.rawAt(plan.firstNs))),
+      offsetNs: ts.offsetNs(),
+      detail: `${describeAction(action)}${plan.firstIndex > 0 ? `; joined in phase at fire ${plan.firstIndex}` : ''}${restored ? '; restored from the state file' : ''}`,
+    });
+    this.log(`scheduled ${trigger.id}: ${describeAction(action)} from ${plan.firstNs}${restored ? ' (restored)' : ''}`);
+  }
+
+  /** Runs synchronously right after the actuator fired: keep it cheap (no I/O waits). */
+  private onFire(trigger: TriggerMessage, r: ActionFireReport): void {
+    const trueNs = this.o.truthNs?.();
+    this.counters.fires++;
+    const report: ReportMessage = {
+      v: 1,
+      type: 'report',
+      id: `r:${r.index}${r.level === undefined ? '' : `:${r.level}`}:${this.id}:${trigger.id}`,
+      node: this.id,
+      triggerId: trigger.id,
+      index: r.index,
+      plannedNs: r.plannedNs,
+      actualNs: r.actualNs,
+      latenessNs: r.latenessNs,
+      errorBoundNs: Number.isFinite(r.errorBoundNs) ? Math.round(r.errorBoundNs) : 0,
+      offsetNs: this.o.timescale.offsetNs(),
+    };
+    // The truth was read after fire() returned: subtract the time the actuator took.
+    if (trueNs !== undefined) report.trueNs = trueNs - BigInt(Math.round(r.outcome?.costNs ?? 0));
+    if (r.level !== undefined) report.level = r.level;
+    if (r.outcome?.detail) report.detail = r.outcome.detail;
+    if (r.error) report.error = r.error;
+    this.counters.reportsQueued++;
+    // Deferred: the next edge may be microseconds away; encoding and I/O wait for the loop.
+    setImmediate(() => {
+      const topic = this.o.topics.node(this.id, 'report');
+      const payload = encodeMessage(report);
+      this.recentReports.push({ atMs: Date.now(), topic, payload });
+      if (this.recentReports.length > RECENT_REPORTS_MAX) this.recentReports.shift();
+      this.session
+        .publish(topic, payload, { qos: 1 })
+        .catch((e: Error) => {
+          // A timeout while offline is not a loss: the session keeps it for the reconnection.
+          if (!/timeout|not acknowledged/.test(e.message)) this.counters.reportErrors++;
+        });
+    });
+  }
+
+  /** At-least-once delivery across a broker restart: the hub de-duplicates by report id. */
+  private resendRecentReports(): void {
+    if (this.stopped || !this.session.connected) return;
+    const cutoff = Date.now() - RECENT_REPORTS_AGE_MS;
+    while (this.recentReports.length > 0 && this.recentReports[0]!.atMs < cutoff) this.recentReports.shift();
+    for (const r of this.recentReports) this.session.publish(r.topic, r.payload, { qos: 1 }).catch(() => undefined);
+    if (this.recentReports.length > 0) this.log(`re-sent ${this.recentReports.length} recent reports after reconnecting`);
+  }
+
+  private async onCancel(payload: Buffer): Promise<void> {
+    const parsed = parseMessage(payload, decodeCancel);
+    if (!parsed.ok) {
+      this.reject(parsed.id, parsed.reason, parsed.detail);
+      return;
+    }
+    const cancel = parsed.value;
+    if (cancel.nodes && !cancel.nodes.includes(this.id)) return;
+    const verified = verifyWire(parsed.raw!, this.o.keys, this.requireSignature);
+    if (!verified.ok) {
+      this.reject(cancel.id, verified.reason, verified.detail);
+      return;
+    }
+    const now = this.o.timescale.nowNs();
+    const replayed = this.replay.check(cancel.id, cancel.issuedNs, now);
+    if (replayed) {
+      this.reject(cancel.id, replayed.reason, replayed.detail);
+      return;
+    }
+    this.replay.remember(cancel.id, cancel.issuedNs, cancel.expiresNs, now);
+    const entry = this.running.get(cancel.triggerId);
+    const restoredIndex = this.restoring.findIndex((p) => p.wire.id === cancel.triggerId);
+    if (!entry && restoredIndex < 0) {
+      this.reject(cancel.triggerId, 'unknown-trigger', `no pending trigger '${cancel.triggerId}' on this node`);
+      return;
+    }
+    if (entry) {
+      this.running.delete(cancel.triggerId);
+      entry.run.cancel();
+    } else this.restoring.splice(restoredIndex, 1);
+    await this.saveState();
+    this.ack({ triggerId: cancel.triggerId, status: 'cancelled', detail: `cancelled by ${cancel.id}` });
+  }
+
+  // ------------------------------------------------------------ persistence
+
+  private stateData(): NodeStateData {
+    const data = emptyState(this.id);
+    data.pending = [...[...this.running.values()].map((r) => r.pending), ...this.restoring];
+    data.seen = this.replay.entries().map(([id, until]) => [id, until.toString()]);
+    return data;
+  }
+
+  private saveState(): Promise<void> {
+    if (!this.o.stateFile) return Promise.resolve();
+    return this.o.stateFile.save(this.stateData()).catch((e: Error) => this.log(`state file not written: ${e.message}`));
+  }
+
+  /** Re-schedules what the state file held, once the clock is trustworthy (an unsynchronized clock may be seconds off). */
+  private restorePending(): void {
+    if (this.restoring.length === 0 || !this.o.timescale.synchronized || this.stopped) return;
+    const list = this.restoring;
+    this.restoring = [];
+    for (const pending of list) {
+      const decoded = decodeTrigger(pending.wire);
+      const checked = decoded.ok ? validateAction(decoded.value.action, { allowKinds: this.allowKinds, allowOutDir: false }) : undefined;
+      if (!decoded.ok || !checked?.ok) {
+        this.log(`dropped an unreadable pending trigger from the state file`);
+        continue;
+      }
+      void this.schedule(decoded.value, checked.action, pending, true);
+    }
+  }
+
+  private log(line: string): void {
+    this.o.log?.(line);
+  }
+}
