@@ -199,16 +199,32 @@ export function describeAction(action: ActionSpec): string {
 
 /** What the scheduler passes to an action, synchronously right after the spin tail. */
 export interface SchedulerFireReport {
-  jobId: number | string;
+  jobId: string;
+  /** The k-th fire of this job. */
   index: number;
+  /** Periodic jobs: the edge number k (instant = epoch + k·period + offset). */
+  edge?: bigint;
   plannedNs: bigint;
   actualNs: bigint;
-  latenessNs: bigint | number;
+  latenessNs: number;
   errorBoundNs: number;
 }
 
+/** An instant the scheduler did not fire (late, cancelled, ...). */
+export interface SchedulerSkipReport {
+  jobId: string;
+  index: number;
+  edge?: bigint;
+  plannedNs: bigint;
+  reason: string;
+}
+
 export interface SchedulerJob {
+  readonly id: string;
+  /** How many times the action was called. */
+  readonly fired: number;
   cancel(): void;
+  nextInstantNs(): bigint | undefined;
 }
 
 export type PastPolicy = 'reject' | 'skip' | 'fire-late';
@@ -216,16 +232,17 @@ export type PastPolicy = 'reject' | 'skip' | 'fire-late';
 export interface ActionScheduler {
   at(instantNs: bigint, action: (report: SchedulerFireReport) => void, options?: { ifPast?: PastPolicy }): SchedulerJob;
   every(
-    pattern: { epochNs: bigint; periodNs: bigint; offsetNs?: bigint; count?: number },
+    pattern: { epochNs: bigint; periodNs: bigint; offsetNs?: bigint; count?: number; startNs?: bigint },
     action: (report: SchedulerFireReport) => void,
-    options?: { ifPast?: PastPolicy },
   ): SchedulerJob;
+  /** Listens to every skipped instant; returns the unsubscribe function. */
+  onSkip?(listener: (report: SchedulerSkipReport) => void): () => void;
 }
 
 /** One fire of an action: the scheduler's report, plus what the actuator did. */
 export interface ActionFireReport {
   kind: ActionKind;
-  /** Which fire of the action (blink: the period number; both edges of a pulse share it). */
+  /** Which fire of the action (blink: the pulse number k; both edges of a pulse share it). */
   index: number;
   /** Blink: the level driven. */
   level?: Level;
@@ -246,9 +263,19 @@ export interface ActionFireReport {
   error?: string;
 }
 
+/** An instant of the action the scheduler did not fire. */
+export interface ActionSkipReport {
+  kind: ActionKind;
+  index: number;
+  level?: Level;
+  plannedNs: bigint;
+  reason: string;
+}
+
 export interface ActionSummary {
   fires: number;
   errors: number;
+  skips: number;
   /** true when cancel() ended it before its last fire. */
   cancelled: boolean;
 }
@@ -258,27 +285,29 @@ export interface ScheduleActionOptions {
   tag?: string;
   /** Called synchronously for each fire, after the actuator. Keep it cheap. */
   onFire?(report: ActionFireReport): void;
-  /** What to do with instants already past when scheduled. The scheduler's default when absent. */
+  /** Called for each instant the scheduler skipped (late, past). */
+  onSkip?(report: ActionSkipReport): void;
+  /** at(): what to do when the instant has already passed. The scheduler's default (reject) when absent. */
   ifPast?: PastPolicy;
+  /** Blink: no edge before this instant (a node joining a running train stays in phase). */
+  notBeforeNs?: bigint;
 }
 
 export interface ActionRun {
   /** The first instant the scheduler will fire at (after lead). */
   readonly firstPlannedNs: bigint;
-  /** Resolves after the last fire (never for blink "forever"), or at cancel(). */
+  /** The last instant (blink: the last off edge); undefined for "forever". */
+  readonly lastPlannedNs: bigint | undefined;
+  /** Resolves after the last instant fired or was skipped (never for blink "forever"), or at cancel(). */
   readonly done: Promise<ActionSummary>;
   /** Cancels what is left; a blink that is mid-pulse is driven off at once. */
   cancel(): void;
 }
 
-function toNumberNs(value: bigint | number): number {
-  return typeof value === 'bigint' ? Number(value) : value;
-}
-
 /**
  * Schedules an action's instants: for a blink, every on-edge and every
  * off-edge is its own instant of two phase-locked patterns sharing the start
- * as their epoch (the k-th pulse is start + k·period, off at + onNs: never
+ * as their epoch (pulse k is on at start + k·period, off at + onNs: never
  * "last + period", so nothing accumulates and late joiners stay in phase);
  * for a capture, one instant moved early by the lead; for a command, one
  * instant. The actuator must already be prepared.
@@ -290,73 +319,117 @@ export function scheduleAction(
   actuator: Actuator,
   options: ScheduleActionOptions = {},
 ): ActionRun {
-  const summary: ActionSummary = { fires: 0, errors: 0, cancelled: false };
+  const summary: ActionSummary = { fires: 0, errors: 0, skips: 0, cancelled: false };
   let finish!: (s: ActionSummary) => void;
   const done = new Promise<ActionSummary>((resolve) => (finish = resolve));
   let finished = false;
+  let unsubscribe: (() => void) | undefined;
   const end = () => {
     if (finished) return;
     finished = true;
+    unsubscribe?.();
     finish({ ...summary });
   };
-  const pastOptions = options.ifPast ? { ifPast: options.ifPast } : undefined;
 
   const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level?: Level): void => {
+    let outcome: FireOutcome | void = undefined;
+    let error: string | undefined;
+    try {
+      outcome = actuator.fire(targetNs, level === undefined ? { index, tag: options.tag } : { level, index, tag: options.tag });
+      summary.fires++;
+    } catch (thrown) {
+      error = (thrown as Error).message;
+      summary.errors++;
+    }
+    if (!options.onFire) return;
     const full: ActionFireReport = {
       kind: action.kind,
       index,
       targetNs,
       plannedNs: report.plannedNs,
       actualNs: report.actualNs,
-      latenessNs: toNumberNs(report.latenessNs),
+      latenessNs: report.latenessNs,
       errorBoundNs: report.errorBoundNs,
       leadNs,
     };
     if (level !== undefined) full.level = level;
-    try {
-      const outcome = actuator.fire(targetNs, { level, index, tag: options.tag });
-      if (outcome) full.outcome = outcome;
-      summary.fires++;
-    } catch (error) {
-      full.error = (error as Error).message;
-      summary.errors++;
-    }
-    options.onFire?.(full);
+    if (outcome) full.outcome = outcome;
+    if (error !== undefined) full.error = error;
+    options.onFire(full);
+  };
+
+  /** Which of our jobs a skip belongs to, and what it means for us. */
+  const skipHandlers = new Map<string, (skip: SchedulerSkipReport) => void>();
+  if (scheduler.onSkip) {
+    unsubscribe = scheduler.onSkip((skip) => skipHandlers.get(skip.jobId)?.(skip));
+  }
+  const reportSkip = (skip: SchedulerSkipReport, index: number, level?: Level) => {
+    if (skip.reason === 'cancelled' || skip.reason === 'stopped') return;
+    summary.skips++;
+    const report: ActionSkipReport = { kind: action.kind, index, plannedNs: skip.plannedNs, reason: skip.reason };
+    if (level !== undefined) report.level = level;
+    options.onSkip?.(report);
   };
 
   if (action.kind === 'blink') {
     const periodNs = BigInt(action.periodNs);
     const onNs = BigInt(action.onNs);
     const count = action.count === 'forever' ? undefined : action.count;
+    const lastEdge = count === undefined ? undefined : BigInt(count - 1);
     let lit = false;
-    const pattern = (offsetNs: bigint) => (count === undefined ? { epochNs: startNs, periodNs, offsetNs } : { epochNs: startNs, periodNs, offsetNs, count });
+    const pattern = (offsetNs: bigint) => ({
+      epochNs: startNs,
+      periodNs,
+      offsetNs,
+      ...(count === undefined ? {} : { count }),
+      ...(options.notBeforeNs === undefined ? {} : { startNs: options.notBeforeNs }),
+    });
+    const pulse = (report: { edge?: bigint; index: number }) => (report.edge === undefined ? report.index : Number(report.edge));
     const onJob = scheduler.every(pattern(0n), (report) => {
       if (finished) return;
       lit = true;
-      fireAndReport(report, report.plannedNs, 0, report.index, 1);
-    }, pastOptions);
+      fireAndReport(report, report.plannedNs, 0, pulse(report), 1);
+    });
+    // The off job ends the train: its last edge (fired or skipped) resolves done.
+    const isLast = (report: { edge?: bigint; index: number }) => lastEdge !== undefined && BigInt(pulse(report)) >= lastEdge;
     const offJob = scheduler.every(pattern(onNs), (report) => {
       if (finished) return;
       lit = false;
-      fireAndReport(report, report.plannedNs, 0, report.index, 0);
-      if (count !== undefined && report.index >= count - 1) end();
-    }, pastOptions);
+      fireAndReport(report, report.plannedNs, 0, pulse(report), 0);
+      if (isLast(report)) end();
+    });
+    skipHandlers.set(onJob.id, (skip) => reportSkip(skip, pulse(skip), 1));
+    skipHandlers.set(offJob.id, (skip) => {
+      reportSkip(skip, pulse(skip), 0);
+      if (!finished && lit) {
+        // Never leave an LED lit because its off edge came too late to schedule.
+        try {
+          actuator.fire(skip.plannedNs, { level: 0, index: pulse(skip), tag: options.tag });
+        } catch {
+          /* release() drives it off too */
+        }
+        lit = false;
+      }
+      if (isLast(skip)) end();
+    });
+    if (lastEdge !== undefined && offJob.nextInstantNs() === undefined) end(); // the whole train is already past
     return {
       firstPlannedNs: startNs,
+      lastPlannedNs: lastEdge === undefined ? undefined : startNs + lastEdge * periodNs + onNs,
       done,
       cancel() {
+        if (finished) return;
+        summary.cancelled = true;
         onJob.cancel();
         offJob.cancel();
-        if (finished) return;
         if (lit) {
           try {
-            actuator.fire(0n, { level: 0 }); // never leave an LED lit by a cancelled train
+            actuator.fire(startNs, { level: 0 }); // never leave an LED lit by a cancelled train
           } catch {
             /* release() drives it off too */
           }
           lit = false;
         }
-        summary.cancelled = true;
         end();
       },
     };
@@ -368,14 +441,24 @@ export function scheduleAction(
     if (finished) return;
     fireAndReport(report, startNs, leadNs, 0);
     end();
-  }, pastOptions);
+  }, options.ifPast ? { ifPast: options.ifPast } : undefined);
+  skipHandlers.set(job.id, (skip) => {
+    reportSkip(skip, 0);
+    end();
+  });
+  if (job.nextInstantNs() === undefined && !finished && job.fired === 0) {
+    // Skipped inside at() itself (ifPast 'skip'), before we knew the job's id.
+    reportSkip({ jobId: job.id, index: 0, plannedNs, reason: 'past' }, 0);
+    end();
+  }
   return {
     firstPlannedNs: plannedNs,
+    lastPlannedNs: plannedNs,
     done,
     cancel() {
-      job.cancel();
       if (finished) return;
       summary.cancelled = true;
+      job.cancel();
       end();
     },
   };

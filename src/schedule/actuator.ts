@@ -11,6 +11,9 @@
  */
 import { realClock, type RawClock } from '../time/clock.js';
 
+/** Re-exported so hardware/ needs nothing from src/ but this contract and the action specs. */
+export type { RawClock };
+
 /** A GPIO output level: 1 drives the line active (LED on), 0 inactive. */
 export type Level = 0 | 1;
 

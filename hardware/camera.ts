@@ -1,0 +1,242 @@
+/**
+ * Camera: a pre-started `rpicam-still` (or the older `libcamera-still`) in
+ * signal mode. prepare() starts it with `--signal -t 0` (wait for signals
+ * forever), `--zsl` when this version has it (the still stream stays
+ * configured, so a capture needs no mode switch), no preview, and an output
+ * pattern in the target directory; fire() is one kill(2) with SIGUSR1.
+ *
+ * Not `--immediate`: it configures the still stream at start and saves the
+ * very first frame, an unwanted photo before any signal.
+ *
+ * The file rpicam-still writes (a staging name with its frame counter) is
+ * renamed after the trigger and the node: <name>-<node>-<index>.jpg.
+ * Some versions exit after a capture: the process is restarted, and a
+ * capture signalled while it restarts fails loudly.
+ *
+ * The lead (--lead-ms) is the calibrated delay from signal to exposure
+ * (rpicam-still looks at signals once per viewfinder frame, plus the
+ * exposure): the scheduler fires that much early, and reports it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
+import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
+import { findExecutable, probe } from './executables.js';
+
+export const CAMERA_BINARIES = ['rpicam-still', 'libcamera-still'];
+export const VIDEO_GROUP_HINT = 'add yourself to the video group: sudo usermod -aG video $USER, then log in again';
+export const CAMERA_INSTALL_HINT = 'install rpicam-apps: sudo apt install rpicam-apps (Raspberry Pi OS; older releases call it libcamera-apps)';
+
+/** rpicam-still opens the camera and runs the AGC/AWB for a while before a capture looks right. */
+export const DEFAULT_WARMUP_MS = 1500;
+/** How long after a capture we wait for the file to appear and settle before giving up on renaming it. */
+const FILE_WAIT_MS = 10_000;
+const FILE_POLL_MS = 50;
+/** A process that dies within this long of starting is a setup problem, not a crash to restart from. */
+const EARLY_EXIT_MS = 30_000;
+
+export interface CameraOptions {
+  outDir: string;
+  /** Node name in file names; the host name by default. */
+  node?: string;
+  /** Calibrated signal-to-exposure latency, ms: fire this much early. */
+  leadMs?: number;
+  /** rpicam-still, libcamera-still, or a path. Found on PATH by default. */
+  binary?: string;
+  /** Extra rpicam-still options (--width 2028 --height 1520 ...). */
+  extraArgs?: string[];
+  /** How long to let the camera settle after start, ms. */
+  warmupMs?: number;
+  pathEnv?: string;
+  /** File extension, matching --encoding (jpg by default). */
+  extension?: string;
+}
+
+interface PendingCapture {
+  staging: string;
+  final: string;
+  firedAtMs: number;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Keeps names file-safe: the node name comes from the host name or the user. */
+function safe(part: string): string {
+  return part.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64) || 'x';
+}
+
+export function classifyCameraFailure(output: string, binary: string): ActuatorUnavailable | ActuatorFailed {
+  const text = output.trim().split('\n').slice(-3).join(' | ');
+  if (/permission denied|operation not permitted/i.test(output)) return new ActuatorUnavailable('permission', `${binary} may not open the camera (${text})`, VIDEO_GROUP_HINT);
+  if (/no cameras available|no camera|camera .* not found|failed to acquire|could not open/i.test(output)) {
+    if (/busy|acquire/i.test(output)) return new ActuatorUnavailable('busy', `the camera is in use (${text})`, 'stop the other camera program (another rpicam-still, a motion service)');
+    return new ActuatorUnavailable('unknown-device', `${binary} finds no camera (${text})`, 'check the ribbon cable and that `rpicam-hello --list-cameras` lists it');
+  }
+  if (/busy/i.test(output)) return new ActuatorUnavailable('busy', `the camera is in use (${text})`, 'stop the other camera program');
+  if (/unrecognised option|unrecognized option|unknown option/i.test(output)) return new ActuatorUnavailable('unsupported', `${binary} refused an option (${text})`, 'update rpicam-apps, or drop the option from --camera-args');
+  return new ActuatorFailed(`${binary} exited: ${text || 'without a message'}`);
+}
+
+export class CameraActuator implements Actuator {
+  readonly name: string;
+  readonly leadNs: number;
+  readonly node: string;
+  private readonly outDir: string;
+  private binaryPath: string | undefined;
+  private supportsZsl = false;
+  private child: ChildProcess | undefined;
+  private generation = 0;
+  private capturesThisGeneration = 0;
+  private output = '';
+  private released = true;
+  private startedAtMs = 0;
+  private readonly pending = new Set<Promise<void>>();
+  /** Final file names of finished captures, in order. */
+  readonly files: string[] = [];
+  /** How many times the process was restarted after exiting. */
+  restarts = 0;
+
+  constructor(private readonly options: CameraOptions) {
+    this.outDir = resolvePath(options.outDir);
+    this.node = safe(options.node ?? hostname());
+    this.leadNs = Math.round((options.leadMs ?? 0) * 1e6);
+    this.name = `camera ${options.binary ?? 'rpicam-still'}`;
+  }
+
+  private stagingPattern(): string {
+    return join(this.outDir, `.lockstep-${process.pid}-${this.generation}-%06d.${this.options.extension ?? 'jpg'}`);
+  }
+
+  private stagingName(index: number): string {
+    return join(this.outDir, `.lockstep-${process.pid}-${this.generation}-${String(index).padStart(6, '0')}.${this.options.extension ?? 'jpg'}`);
+  }
+
+  async prepare(): Promise<void> {
+    if (!this.released) return;
+    const candidates = this.options.binary ? [this.options.binary] : CAMERA_BINARIES;
+    for (const candidate of candidates) {
+      this.binaryPath = findExecutable(candidate, this.options.pathEnv);
+      if (this.binaryPath) break;
+    }
+    if (!this.binaryPath) throw new ActuatorUnavailable('missing-binary', `${candidates.join(' or ')} is not installed`, CAMERA_INSTALL_HINT);
+    const help = await probe(this.binaryPath, ['--help']);
+    this.supportsZsl = /--zsl\b/.test(help.stdout + help.stderr);
+    try {
+      mkdirSync(this.outDir, { recursive: true });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') throw new ActuatorUnavailable('permission', `cannot create ${this.outDir}`, 'choose a directory you can write (--out)');
+      throw error;
+    }
+    this.released = false;
+    await this.start();
+  }
+
+  private async start(): Promise<void> {
+    this.generation++;
+    this.capturesThisGeneration = 0;
+    this.output = '';
+    const args = ['--signal', '-t', '0', '-n', '-o', this.stagingPattern()];
+    if (this.supportsZsl) args.push('--zsl');
+    args.push(...(this.options.extraArgs ?? []));
+    const child = spawn(this.binaryPath!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    this.startedAtMs = Date.now();
+    const collect = (chunk: Buffer) => {
+      this.output = (this.output + chunk.toString()).slice(-4096);
+    };
+    child.stdout!.on('data', collect);
+    child.stderr!.on('data', collect);
+    child.once('exit', () => this.onExit(child));
+    const warmupMs = this.options.warmupMs ?? DEFAULT_WARMUP_MS;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.off('exit', onEarlyExit);
+        resolve();
+      }, warmupMs);
+      const onEarlyExit = () => {
+        clearTimeout(timer);
+        reject(classifyCameraFailure(this.output, this.binaryPath!));
+      };
+      child.once('exit', onEarlyExit);
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new ActuatorFailed(`cannot start ${this.binaryPath}: ${error.message}`, error));
+      });
+    }).catch((error) => {
+      this.child = undefined;
+      this.released = true;
+      throw error;
+    });
+  }
+
+  /** Restarts a process that exits while we still want it (some versions exit after one capture). */
+  private onExit(child: ChildProcess): void {
+    if (this.child !== child) return;
+    this.child = undefined;
+    if (this.released) return;
+    if (this.capturesThisGeneration === 0 && Date.now() - this.startedAtMs < EARLY_EXIT_MS) return; // a setup failure; prepare() reports it
+    this.restarts++;
+    this.start().catch(() => undefined); // the next fire() says it is not running
+  }
+
+  /** Whether a capture can be signalled right now. */
+  get ready(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** One kill(2): SIGUSR1 to the waiting rpicam-still. */
+  fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
+    if (this.released) throw new ActuatorNotPrepared(this.name);
+    const child = this.child;
+    if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not running (restarting after it exited: ${this.output.trim().split('\n').pop() ?? ''})`);
+    const start = monotonicNs();
+    try {
+      process.kill(child.pid, 'SIGUSR1');
+    } catch (error) {
+      throw new ActuatorFailed(`cannot signal ${this.name} (pid ${child.pid}): ${(error as Error).message}`, error);
+    }
+    const costNs = Number(monotonicNs() - start);
+    const index = input.index ?? this.files.length + this.pending.size;
+    const final = join(this.outDir, `${safe(input.tag ?? 'capture')}-${this.node}-${String(index).padStart(3, '0')}.${this.options.extension ?? 'jpg'}`);
+    const capture: PendingCapture = { staging: this.stagingName(this.capturesThisGeneration), final, firedAtMs: Date.now() };
+    this.capturesThisGeneration++;
+    const renaming = this.finish(capture).finally(() => this.pending.delete(renaming));
+    this.pending.add(renaming);
+    return { costNs, leadNs: this.leadNs, file: final, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
+  }
+
+  /** Waits for the staging file to appear and stop growing, then gives it its final name. */
+  private async finish(capture: PendingCapture): Promise<void> {
+    let lastSize = -1;
+    while (Date.now() - capture.firedAtMs < FILE_WAIT_MS) {
+      await sleep(FILE_POLL_MS);
+      if (!existsSync(capture.staging)) continue;
+      const size = statSync(capture.staging).size;
+      if (size > 0 && size === lastSize) {
+        renameSync(capture.staging, capture.final);
+        this.files.push(capture.final);
+        return;
+      }
+      lastSize = size;
+    }
+  }
+
+  /** Waits for pending files to be named, then stops the process (SIGUSR2 is rpicam-still's "exit"). */
+  async release(): Promise<void> {
+    if (this.released) return;
+    await Promise.all([...this.pending]);
+    this.released = true;
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGUSR2');
+    const timer = setTimeout(() => child.kill('SIGTERM'), 2000);
+    await exited;
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * GPIO through the kernel's character device, with libgpiod v2's `gpioset`
+ * kept running in interactive mode: prepare() starts it holding the line at 0
+ * and waits for its first "gpioset> " prompt (the line is requested by then);
+ * fire() writes one line, "set GPIO17=1\n", to its stdin. gpioset answers every
+ * command with a new prompt, which we count as acknowledgements.
+ *
+ * libgpiod v1 tools (Debian bookworm's 1.6) have no interactive mode:
+ * detectGpiosetVersion() tells, and the factory falls back to sysfs or says
+ * what to install.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
+import { findExecutable, probe } from './executables.js';
+import { GPIO_GROUP_HINT } from './sysfs-gpio.js';
+
+const PROMPT = 'gpioset> ';
+/** Requesting a line takes milliseconds; a gpioset that says nothing for this long is stuck. */
+const READY_TIMEOUT_MS = 5000;
+/** How long release() waits for `exit` before SIGTERM. */
+const EXIT_GRACE_MS = 1000;
+
+export const GPIOD_V2_HINT =
+  'gpioset -i needs libgpiod 2 tools: Debian trixie / Ubuntu 24.04+: sudo apt install gpiod; ' +
+  'on bookworm: the gpiod package from bookworm-backports if available, or build libgpiod 2 — or use --driver sysfs';
+
+export interface GpiosetVersion {
+  path: string;
+  major: number;
+  version: string;
+}
+
+/** Finds gpioset on PATH and reads its version ("gpioset (libgpiod) v2.1.3"). */
+export async function detectGpiosetVersion(pathEnv?: string): Promise<GpiosetVersion> {
+  const path = findExecutable('gpioset', pathEnv);
+  if (!path) throw new ActuatorUnavailable('missing-binary', 'gpioset is not installed', 'install the libgpiod tools: sudo apt install gpiod (version 2 for --driver gpiod)');
+  const result = await probe(path, ['--version']);
+  const match = /v?(\d+)\.(\d+)(?:\.(\d+))?/.exec(result.stdout + result.stderr);
+  if (!match) throw new ActuatorUnavailable('unsupported', `cannot tell the version of ${path} (it printed: ${(result.stdout + result.stderr).trim().slice(0, 120) || 'nothing'})`, GPIOD_V2_HINT);
+  return { path, major: Number(match[1]), version: match[0].replace(/^v/, '') };
+}
+
+export interface GpiodOptions {
+  /** BCM number (17) or line name ("GPIO17"). */
+  line: number | string;
+  /** Chip (gpiochip0, or its label): with it, numbers are offsets on that chip; without, 17 means the line named GPIO17. */
+  chip?: string;
+  activeLow?: boolean;
+  /** Consumer label shown by gpioinfo. */
+  consumer?: string;
+  /** PATH to look gpioset up in (tests put stand-ins first). */
+  pathEnv?: string;
+}
+
+/** How gpioset names the line on its command line and in `set`. */
+export function gpiosetLineId(line: number | string, chip?: string): string {
+  if (typeof line === 'number' && chip === undefined) return `GPIO${line}`; // the Pi's line names; works on a Pi 4 and a Pi 5 alike
+  return String(line);
+}
+
+/** Turns what gpioset printed before dying into what the user must do. */
+export function classifyGpiosetFailure(output: string, lineId: string): ActuatorUnavailable | ActuatorFailed {
+  const text = output.trim();
+  if (/permission denied|operation not permitted/i.test(text)) return new ActuatorUnavailable('permission', `gpioset may not open the GPIO chip (${text})`, GPIO_GROUP_HINT);
+  if (/busy/i.test(text)) return new ActuatorUnavailable('busy', `line ${lineId} is held by another process or driver (${text})`, 'find the holder with gpioinfo and stop it');
+  if (/cannot find line|not find|no such|invalid|not found|out of range/i.test(text)) {
+    return new ActuatorUnavailable('unknown-device', `gpioset cannot find line ${lineId} (${text})`, 'list the lines with gpioinfo; give a name it shows (GPIO17) or --chip with an offset');
+  }
+  if (/unrecognized option|invalid option|unknown option/i.test(text)) {
+    return new ActuatorUnavailable('unsupported', `this gpioset has no interactive mode (${text})`, GPIOD_V2_HINT);
+  }
+  return new ActuatorFailed(`gpioset exited: ${text || 'without a message'}`);
+}
+
+export class GpiodGpio implements Actuator {
+  readonly name: string;
+  private child: ChildProcess | undefined;
+  private readonly lineId: string;
+  private output = '';
+  private prompts = 0;
+  private readonly encoded: { on: string; off: string };
+  /** Called with the ack count each time gpioset prints a prompt (benchmarks wait on it). */
+  onAck: ((acks: number) => void) | undefined;
+
+  constructor(private readonly options: GpiodOptions) {
+    this.lineId = gpiosetLineId(options.line, options.chip);
+    this.name = `gpio ${this.lineId} via gpioset -i`;
+    // Built once: fire() does no formatting.
+    this.encoded = { on: `set ${this.lineId}=1\n`, off: `set ${this.lineId}=0\n` };
+  }
+
+  /** Prompts seen: 1 after the line was requested, then one per command processed. */
+  get acknowledged(): number {
+    return this.prompts;
+  }
+
+  async prepare(): Promise<void> {
+    if (this.child) return;
+    const version = await detectGpiosetVersion(this.options.pathEnv);
+    if (version.major < 2) {
+      throw new ActuatorUnavailable('unsupported', `${version.path} is libgpiod ${version.version}, which has no interactive mode (gpioset -i)`, GPIOD_V2_HINT);
+    }
+    const args = ['-i', '-C', this.options.consumer ?? 'lockstep'];
+    if (this.options.activeLow) args.push('-l');
+    if (this.options.chip !== undefined) args.push('-c', this.options.chip);
+    args.push(`${this.lineId}=0`);
+    const child = spawn(version.path, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      let at = chunk.indexOf(PROMPT);
+      while (at !== -1) {
+        this.prompts++;
+        this.onAck?.(this.prompts);
+        at = chunk.indexOf(PROMPT, at + PROMPT.length);
+      }
+      if (this.output.length < 4096) this.output += chunk.replaceAll(PROMPT, '');
+    });
+    child.stderr!.on('data', (chunk: string) => {
+      if (this.output.length < 4096) this.output += chunk;
+    });
+    child.stdin!.on('error', () => undefined); // EPIPE after a crash is reported by fire()
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new ActuatorFailed(`gpioset did not get ready within ${READY_TIMEOUT_MS} ms (${this.output.trim() || 'no output'})`)), READY_TIMEOUT_MS);
+        const onExit = () => {
+          clearTimeout(timer);
+          reject(classifyGpiosetFailure(this.output, this.lineId));
+        };
+        child.once('exit', onExit);
+        child.once('error', (error) => {
+          clearTimeout(timer);
+          reject(new ActuatorFailed(`cannot start gpioset: ${error.message}`, error));
+        });
+        const previous = this.onAck;
+        this.onAck = (acks) => {
+          previous?.(acks);
+          if (acks >= 1) {
+            clearTimeout(timer);
+            child.off('exit', onExit);
+            this.onAck = previous;
+            resolve();
+          }
+        };
+      });
+    } catch (error) {
+      child.kill('SIGKILL');
+      this.child = undefined;
+      throw error;
+    }
+  }
+
+  /** One write(2) of "set LINE=V\n" on gpioset's stdin pipe. */
+  fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
+    const child = this.child;
+    if (!child) throw new ActuatorNotPrepared(this.name);
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new ActuatorFailed(`gpioset exited (${this.output.trim() || `code ${child.exitCode ?? child.signalCode}`})`);
+    }
+    const level = input.level ?? 1;
+    const start = monotonicNs();
+    // A pipe write of a few bytes completes at once: node writes synchronously when the pipe is not full.
+    child.stdin!.write(level ? this.encoded.on : this.encoded.off);
+    return { costNs: Number(monotonicNs() - start), detail: `${this.lineId} = ${level} (gpioset pid ${child.pid})` };
+  }
+
+  /** Drives the line to 0, asks gpioset to exit (which releases the line), SIGTERM if it lingers. */
+  async release(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.child = undefined;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.stdin!.write(this.encoded.off);
+    child.stdin!.end('exit\n');
+    const timer = setTimeout(() => child.kill('SIGTERM'), EXIT_GRACE_MS);
+    await exited;
+    clearTimeout(timer);
+  }
+}
