@@ -1,0 +1,49 @@
+/** What the scheduler tells about every instant: fired, or why not. */
+
+export type FirePolicy = 'on-time' | 'fired-late';
+
+export interface FireReport {
+  jobId: string;
+  /** The k-th fire of this job, from 0. */
+  index: number;
+  /** For periodic jobs: the edge number k (instant = epoch + k·period + offset). */
+  edge?: bigint;
+  /** The instant asked for, disciplined UTC ns. */
+  plannedNs: bigint;
+  /** Disciplined UTC when the action was called. */
+  actualNs: bigint;
+  /** actual − planned, ns (negative would be early: never by design). */
+  latenessNs: number;
+  /** timescale.errorBoundNs() at that moment (Infinity when unsynchronized). */
+  errorBoundNs: number;
+  /** 'fired-late': the instant had passed beyond the late tolerance and the policy said fire anyway. */
+  policy?: FirePolicy;
+}
+
+export type FireAction = (report: FireReport) => void | Promise<void>;
+
+/**
+ * Why an instant did not fire:
+ * - 'rejected': at() with ifPast 'reject' on a passed instant (it also threw InstantPassed);
+ * - 'past': at() with ifPast 'skip' on a passed instant;
+ * - 'late': the instant passed beyond the late tolerance while pending
+ *   (suspend, a stalled event loop, a forward step of the Timescale), and
+ *   the job's policy is to skip (periodic and cron: they pick the next instant in phase);
+ * - 'overlap': the previous fire's action was still running (overlap 'skip');
+ * - 'cancelled': job.cancel(); 'stopped': scheduler.stop().
+ */
+export type SkipReason = 'rejected' | 'past' | 'late' | 'overlap' | 'cancelled' | 'stopped';
+
+export interface SkipReport {
+  jobId: string;
+  /** The index the fire would have had. */
+  index: number;
+  edge?: bigint;
+  plannedNs: bigint;
+  /** Disciplined UTC when the decision was taken. */
+  atNs: bigint;
+  reason: SkipReason;
+}
+
+export type IfPast = 'reject' | 'skip' | 'fire-late';
+export type Overlap = 'skip' | 'allow';

@@ -1,0 +1,545 @@
+/**
+ * The scheduler: UTC deadlines (disciplined, from the Timescale) fired at the
+ * exact nanosecond of the raw clock.
+ *
+ * Jobs wait in one binary heap ordered by planned UTC. Only the head is armed:
+ *   arm()      coarse timer to a margin before the head's raw deadline
+ *   onWake()   learn how late the timer was, then run the tail
+ *   runTail()  sleep (Atomics.wait) to a spin margin before, spin to the
+ *              deadline, fire every job due at that instant in arming order
+ *   prepareGroup()  before the sleep: pop the jobs due at that instant,
+ *              decide overlap and lateness, make their reports
+ *   fireGroup()     at the instant: call each action first, nothing else
+ *   finishGroup()   afterwards: put recurring jobs back, tell the listeners
+ * The heap is keyed by UTC, not raw time: a slew or step of the Timescale keeps
+ * the order of UTC instants, so re-arming on a change is just arm() again.
+ */
+import type { Timescale } from '../time/timescale.js';
+import { DeadlineHeap, type HeapItem } from './heap.js';
+import { realTimerHost, type TimerHandle, type TimerHost } from './timers.js';
+import { AdaptiveMargin, type MarginOptions } from './margins.js';
+import { InstantPassed } from './errors.js';
+import { OnceRecurrence, type Occurrence, type Recurrence } from './recurrence.js';
+import { PeriodicRecurrence, type PeriodicPattern } from './periodic.js';
+import { CronRecurrence } from './cron.js';
+import type { FireAction, FireReport, IfPast, Overlap, SkipReason, SkipReport } from './reports.js';
+
+/**
+ * Each coarse wait is capped at one minute: far below setTimeout's 2^31−1 ms
+ * limit (beyond it Node fires after 1 ms), and short enough that after a
+ * suspend (the monotonic clock stops while asleep) or a Timescale change we
+ * look at the deadline again within a minute.
+ */
+export const MAX_COARSE_WAIT_MS = 60_000;
+/**
+ * setTimeout wakes up to 1 ms early (libuv's clock is in whole ms): a wake
+ * within this much more than the coarse margin is still handled by the tail
+ * instead of another timer round trip.
+ */
+export const EARLY_WAKE_ALLOWANCE_NS = 2_000_000;
+/**
+ * Coarse timer margin: setTimeout on this 2-core shared machine is ~0.5–1.5 ms
+ * late, p99 ~2 ms; 1 ms is not enough, 4 ms is safe to start with. The stage
+ * after it blocks without CPU, so a generous margin costs only event-loop time.
+ */
+export const DEFAULT_COARSE_MARGIN: MarginOptions = { initialNs: 4_000_000, minNs: 1_500_000, maxNs: 50_000_000 };
+/**
+ * Spin margin: Atomics.wait oversleeps ~90 µs here (the kernel's 50 µs timer
+ * slack plus wake-up), p99 ~150–270 µs. Start at 400 µs, learn, stay ≤ 3 ms so
+ * a fire never burns more CPU than that.
+ */
+export const DEFAULT_SPIN_MARGIN: MarginOptions = { initialNs: 400_000, minNs: 50_000, maxNs: 3_000_000 };
+/**
+ * Beyond this lateness an instant is "late" and the job's ifLate policy
+ * decides (fire anyway, or skip to the next instant in phase): 50 ms is far
+ * beyond any normal wake-up here, and means the process was stalled or
+ * suspended, or the Timescale stepped forward over the instant.
+ */
+export const DEFAULT_LATE_TOLERANCE_NS = 50_000_000;
+/** Up to this lateness the UTC of a fire is derived from the raw lateness (cheap bigint add, see fireGroup). */
+const EXACT_UTC_BEYOND_NS = 1_000n;
+
+export interface SchedulerOptions {
+  timescale: Timescale;
+  /** Injectable for deterministic tests (ManualTimerHost with a ManualClock). */
+  timers?: TimerHost;
+  lateToleranceNs?: number;
+  coarseMargin?: Partial<MarginOptions>;
+  spinMargin?: Partial<MarginOptions>;
+}
+
+export interface JobOptions {
+  id?: string;
+  /** An instant beyond the late tolerance when its turn comes: fire anyway (at()'s default) or skip (recurring jobs' default, they resume in phase). */
+  ifLate?: 'fire-late' | 'skip';
+  lateToleranceNs?: number;
+}
+
+export interface AtOptions extends JobOptions {
+  /** The instant has already passed when at() is called: throw InstantPassed (default), skip (reported), or fire now as 'fired-late'. */
+  ifPast?: IfPast;
+}
+
+export interface RecurringOptions extends JobOptions {
+  /** The previous fire's action (its promise) is still running at the next instant: skip it (default, reported) or fire anyway. */
+  overlap?: Overlap;
+}
+
+export interface CronJobOptions extends RecurringOptions {
+  tz?: string;
+}
+
+export interface Job {
+  readonly id: string;
+  cancel(): void;
+  /** The pending instant (disciplined UTC ns); undefined when done or cancelled. */
+  nextInstantNs(): bigint | undefined;
+  /** How many times the action was called. */
+  readonly fired: number;
+}
+
+export interface SchedulerStats {
+  pending: number;
+  fires: number;
+  skips: number;
+  coarseWakes: number;
+  /** Wall time spent busy-waiting (CPU burnt), summed over all tails. */
+  spinNs: number;
+  /** Wall time spent blocked in the precise sleep (no CPU). */
+  sleepNs: number;
+  coarseMarginNs: number;
+  spinMarginNs: number;
+}
+
+type ErrorListener = (error: unknown, report: FireReport) => void;
+
+class JobRecord implements Job, HeapItem {
+  keyNs = 0n;
+  seq = 0;
+  heapIndex = -1;
+  edge: bigint | undefined;
+  firedCount = 0;
+  /** Actions (promises) still running. */
+  running = 0;
+  done = false;
+  /** Armed after its instant (at() with ifPast 'fire-late'): reported as fired late whatever the lateness. */
+  armedPast = false;
+
+  constructor(
+    private readonly state: SchedulerState,
+    readonly id: string,
+    readonly recurrence: Recurrence,
+    readonly action: FireAction,
+    readonly recurring: boolean,
+    readonly ifLate: 'fire-late' | 'skip',
+    readonly overlap: Overlap,
+    readonly lateToleranceNs: number,
+  ) {}
+
+  get fired(): number {
+    return this.firedCount;
+  }
+
+  nextInstantNs(): bigint | undefined {
+    return this.done || this.heapIndex < 0 ? undefined : this.keyNs;
+  }
+
+  cancel(): void {
+    cancelJob(this.state, this, 'cancelled');
+  }
+}
+
+/** Everything the timer loop works on; the functions below are the loop. */
+interface SchedulerState {
+  readonly timescale: Timescale;
+  readonly timers: TimerHost;
+  readonly heap: DeadlineHeap<JobRecord>;
+  readonly coarse: AdaptiveMargin;
+  readonly spin: AdaptiveMargin;
+  readonly lateToleranceNs: number;
+  timer: TimerHandle | undefined;
+  /** Raw instant the armed timer is meant to wake at. */
+  timerWakeRawNs: bigint;
+  inTail: boolean;
+  stopped: boolean;
+  nextSeq: number;
+  nextId: number;
+  readonly fireListeners: Set<(r: FireReport) => void>;
+  readonly skipListeners: Set<(r: SkipReport) => void>;
+  readonly errorListeners: Set<ErrorListener>;
+  readonly stats: { fires: number; skips: number; coarseWakes: number; spinNs: number; sleepNs: number };
+}
+
+// ---------------------------------------------------------------- the loop
+
+/** Arms the coarse timer for the head of the heap (or clears it when empty). */
+function arm(state: SchedulerState): void {
+  state.timer?.cancel();
+  state.timer = undefined;
+  const head = state.heap.peek();
+  if (head === undefined || state.stopped) return;
+  const clock = state.timescale.clock;
+  const nowRaw = clock.nowNs();
+  const wakeRaw = state.timescale.rawAt(head.keyNs) - BigInt(Math.round(state.coarse.ns));
+  const delayNs = wakeRaw - nowRaw;
+  const delayMs = delayNs <= 0n ? 0 : Math.min(Number(delayNs / 1_000_000n), MAX_COARSE_WAIT_MS);
+  state.timerWakeRawNs = nowRaw + BigInt(delayMs) * 1_000_000n;
+  state.timer = state.timers.setTimeout(() => onWake(state), delayMs);
+}
+
+/** Re-arms only if the new head must wake before the armed timer (cheap arming of many jobs). */
+function armIfEarlier(state: SchedulerState, job: JobRecord): void {
+  if (state.inTail || state.heap.peek() !== job) return;
+  if (state.timer === undefined) return arm(state);
+  const wakeRaw = state.timescale.rawAt(job.keyNs) - BigInt(Math.round(state.coarse.ns));
+  if (wakeRaw < state.timerWakeRawNs) arm(state);
+}
+
+function onWake(state: SchedulerState): void {
+  state.timer = undefined;
+  state.stats.coarseWakes++;
+  const head = state.heap.peek();
+  if (head === undefined) return;
+  const nowRaw = state.timescale.clock.nowNs();
+  const missed = nowRaw > state.timescale.rawAt(head.keyNs);
+  state.coarse.record(Number(nowRaw - state.timerWakeRawNs), missed);
+  runTail(state);
+}
+
+/**
+ * Sleeps and spins to the head's deadline and fires it; keeps going while the
+ * next head is within the spin margin (same-instant and near-instant jobs in
+ * one tail), then arms the timer again. Everything that can be decided before
+ * the deadline (which jobs, overlap, the report objects) is prepared before
+ * the sleep: code that runs once a second is never optimised by V8, and
+ * interpreted bigint work after the spin cost ~15 µs of lateness.
+ */
+function runTail(state: SchedulerState): void {
+  const { timescale, timers, heap } = state;
+  const clock = timescale.clock;
+  state.inTail = true;
+  try {
+    let first = true;
+    for (;;) {
+      const head = heap.peek();
+      if (head === undefined || state.stopped) break;
+      const deadlineRaw = timescale.rawAt(head.keyNs);
+      const nowRaw = clock.nowNs();
+      const remainingNs = Number(deadlineRaw - nowRaw);
+      const window = first ? state.coarse.ns + EARLY_WAKE_ALLOWANCE_NS : state.spin.ns;
+      if (remainingNs > window) break; // woke early, capped wait, or next head not close: back to the timer
+      first = false;
+      const group = prepareGroup(state, head.keyNs, deadlineRaw, nowRaw);
+      const sleepFromRaw = clock.nowNs();
+      if (deadlineRaw - sleepFromRaw > BigInt(Math.round(state.spin.ns))) {
+        const targetRaw = deadlineRaw - BigInt(Math.round(state.spin.ns));
+        timers.sleepNs(Number(targetRaw - sleepFromRaw));
+        const afterRaw = clock.nowNs();
+        state.stats.sleepNs += Number(afterRaw - sleepFromRaw);
+        state.spin.record(Number(afterRaw - targetRaw), afterRaw > deadlineRaw);
+      }
+      const spinStartRaw = clock.nowNs();
+      const endRaw = timers.spinUntil(clock, deadlineRaw);
+      fireGroup(state, group, deadlineRaw, endRaw);
+      state.stats.spinNs += Number(endRaw - spinStartRaw);
+      finishGroup(state, group);
+    }
+  } finally {
+    state.inTail = false;
+  }
+  arm(state);
+}
+
+/** A job due at the deadline, with its report made in advance (or the reason it will not fire). */
+interface Prepared {
+  job: JobRecord;
+  report: FireReport | undefined;
+  skip: SkipReport | undefined;
+  fired: boolean;
+}
+
+/** Pops every job planned at keyNs (arming order) and decides overlap and lateness before the deadline. */
+function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint, nowRaw: bigint): Prepared[] {
+  const { timescale, heap } = state;
+  const group: Prepared[] = [];
+  const nowUtc = timescale.utcAt(nowRaw);
+  const expectedLatenessNs = nowRaw > deadlineRaw ? Number(nowUtc - keyNs) : 0;
+  const errorBoundNs = timescale.errorBoundNs(deadlineRaw);
+  for (let head = heap.peek(); head !== undefined && head.keyNs === keyNs; head = heap.peek()) {
+    const job = heap.pop()!;
+    if (job.running > 0 && job.overlap === 'skip') {
+      group.push({ job, report: undefined, skip: skipReport(state, job, 'overlap', nowUtc), fired: false });
+    } else if (expectedLatenessNs > job.lateToleranceNs && job.ifLate === 'skip') {
+      group.push({ job, report: undefined, skip: skipReport(state, job, 'late', nowUtc), fired: false });
+    } else {
+      const report: FireReport = {
+        jobId: job.id,
+        index: job.firedCount,
+        plannedNs: keyNs,
+        actualNs: keyNs,
+        latenessNs: 0,
+        errorBoundNs,
+        policy: 'on-time',
+      };
+      if (job.edge !== undefined) report.edge = job.edge;
+      group.push({ job, report, skip: undefined, fired: false });
+    }
+  }
+  return group;
+}
+
+/**
+ * The instant: calls each action as the first thing, in order. UTC of the
+ * call is planned + (raw − raw deadline) while that difference is small (the
+ * model's slope is 1 ± 1.1 %, so < 1 µs → < 11 ns of error); exact otherwise.
+ */
+function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint): void {
+  const clock = state.timescale.clock;
+  for (let i = 0; i < group.length; i++) {
+    const prepared = group[i]!;
+    const { job, report } = prepared;
+    if (report === undefined || job.done) continue;
+    const raw = i === 0 ? endRaw : clock.nowNs();
+    const lateRaw = raw - deadlineRaw;
+    if (lateRaw < EXACT_UTC_BEYOND_NS) {
+      report.actualNs = report.plannedNs + lateRaw;
+      report.latenessNs = Number(lateRaw);
+    } else {
+      report.actualNs = state.timescale.utcAt(raw);
+      report.latenessNs = Number(report.actualNs - report.plannedNs);
+      if (report.latenessNs > job.lateToleranceNs) report.policy = 'fired-late';
+    }
+    if (job.armedPast) report.policy = 'fired-late';
+    job.firedCount++;
+    prepared.fired = true;
+    try {
+      const result = job.action(report);
+      if (result && typeof (result as Promise<void>).then === 'function') {
+        job.running++;
+        (result as Promise<void>).then(
+          () => job.running--,
+          (error: unknown) => {
+            job.running--;
+            reportError(state, error, report);
+          },
+        );
+      }
+    } catch (error) {
+      reportError(state, error, report);
+    }
+  }
+}
+
+/** After the instant: stats, recurring jobs back in the heap, then the listeners. */
+function finishGroup(state: SchedulerState, group: Prepared[]): void {
+  const nowUtc = state.timescale.nowNs();
+  for (const prepared of group) {
+    if (prepared.fired) state.stats.fires++;
+    reschedule(state, prepared.job, nowUtc);
+  }
+  for (const { report, skip, fired } of group) {
+    if (fired) emit(state.fireListeners, report!);
+    else if (skip !== undefined) emit(state.skipListeners, skip);
+  }
+}
+
+/** Puts a recurring job back at its next instant after the one just handled (resuming in phase after a late skip). */
+function reschedule(state: SchedulerState, job: JobRecord, nowUtc: bigint): void {
+  if (job.done || state.stopped) return;
+  if (!job.recurring) {
+    job.done = true;
+    return;
+  }
+  let next = nextOccurrence(job, job.keyNs);
+  // Long stall or forward step: resume at the first instant not already beyond tolerance, no catch-up storm.
+  if (next !== undefined && Number(nowUtc - next.instantNs) > job.lateToleranceNs) {
+    next = nextOccurrence(job, nowUtc - 1n);
+  }
+  if (next === undefined) {
+    job.done = true;
+    return;
+  }
+  place(state, job, next);
+}
+
+function nextOccurrence(job: JobRecord, afterNs: bigint): Occurrence | undefined {
+  return job.recurrence.next(afterNs);
+}
+
+function place(state: SchedulerState, job: JobRecord, occurrence: Occurrence): void {
+  job.keyNs = occurrence.instantNs;
+  job.edge = occurrence.edge;
+  job.seq = state.nextSeq++;
+  state.heap.push(job);
+  armIfEarlier(state, job);
+}
+
+function cancelJob(state: SchedulerState, job: JobRecord, reason: SkipReason): void {
+  if (job.done) return;
+  job.done = true;
+  const wasPending = state.heap.remove(job);
+  if (state.heap.size === 0 && !state.inTail) {
+    state.timer?.cancel(); // nothing left: let the process exit
+    state.timer = undefined;
+  }
+  if (wasPending) emit(state.skipListeners, skipReport(state, job, reason, state.timescale.nowNs()));
+}
+
+function skipReport(state: SchedulerState, job: JobRecord, reason: SkipReason, atNs: bigint): SkipReport {
+  state.stats.skips++;
+  const report: SkipReport = { jobId: job.id, index: job.firedCount, plannedNs: job.keyNs, atNs, reason };
+  if (job.edge !== undefined) report.edge = job.edge;
+  return report;
+}
+
+function emit<R>(listeners: Set<(r: R) => void>, report: R): void {
+  for (const listener of listeners) listener(report);
+}
+
+function reportError(state: SchedulerState, error: unknown, report: FireReport): void {
+  if (state.errorListeners.size === 0) {
+    // Nobody listens: surface it like a throwing setTimeout callback would, outside the tail.
+    queueMicrotask(() => {
+      throw error;
+    });
+    return;
+  }
+  for (const listener of state.errorListeners) listener(error, report);
+}
+
+// ---------------------------------------------------------------- public API
+
+export class Scheduler {
+  private readonly state: SchedulerState;
+  private readonly unsubscribe: () => void;
+
+  constructor(options: SchedulerOptions) {
+    this.state = {
+      timescale: options.timescale,
+      timers: options.timers ?? realTimerHost,
+      heap: new DeadlineHeap<JobRecord>(),
+      coarse: new AdaptiveMargin({ ...DEFAULT_COARSE_MARGIN, ...options.coarseMargin }),
+      spin: new AdaptiveMargin({ ...DEFAULT_SPIN_MARGIN, ...options.spinMargin }),
+      lateToleranceNs: options.lateToleranceNs ?? DEFAULT_LATE_TOLERANCE_NS,
+      timer: undefined,
+      timerWakeRawNs: 0n,
+      inTail: false,
+      stopped: false,
+      nextSeq: 0,
+      nextId: 0,
+      fireListeners: new Set(),
+      skipListeners: new Set(),
+      errorListeners: new Set(),
+      stats: { fires: 0, skips: 0, coarseWakes: 0, spinNs: 0, sleepNs: 0 },
+    };
+    const state = this.state;
+    // A slew or step moves every raw deadline: arm the head again (the tail recomputes its own).
+    this.unsubscribe = options.timescale.onChange(() => {
+      if (!state.inTail && !state.stopped) arm(state);
+    });
+  }
+
+  get timescale(): Timescale {
+    return this.state.timescale;
+  }
+
+  /** Fires once at instantNs (disciplined UTC ns). */
+  at(instantNs: bigint, action: FireAction, options: AtOptions = {}): Job {
+    const state = this.state;
+    const job = this.newJob(new OnceRecurrence(instantNs), action, false, options, 'fire-late', 'allow');
+    const nowNs = state.timescale.nowNs();
+    if (instantNs < nowNs) {
+      const ifPast = options.ifPast ?? 'reject';
+      if (ifPast !== 'fire-late') {
+        job.keyNs = instantNs;
+        job.done = true;
+        emit(state.skipListeners, skipReport(state, job, ifPast === 'reject' ? 'rejected' : 'past', nowNs));
+        if (ifPast === 'reject') throw new InstantPassed(instantNs, nowNs);
+        return job;
+      }
+      job.armedPast = true;
+    }
+    place(state, job, { instantNs });
+    return job;
+  }
+
+  /**
+   * Fires on edges epoch + k·period + offset (k = 0, 1, ... < count), from the
+   * first edge after now (or startNs): late joiners land on the same edges.
+   */
+  every(pattern: PeriodicPattern, action: FireAction, options: RecurringOptions = {}): Job {
+    const recurrence = new PeriodicRecurrence(pattern);
+    const job = this.newJob(recurrence, action, true, options, 'skip', options.overlap ?? 'skip');
+    return this.placeFirst(job);
+  }
+
+  /** Fires on a 6-field cron expression (with seconds) in options.tz (local zone by default). */
+  cron(expression: string, options: CronJobOptions, action: FireAction): Job {
+    const recurrence = new CronRecurrence(expression, options.tz === undefined ? {} : { tz: options.tz });
+    const job = this.newJob(recurrence, action, true, options, 'skip', options.overlap ?? 'skip');
+    return this.placeFirst(job);
+  }
+
+  onFire(listener: (report: FireReport) => void): () => void {
+    this.state.fireListeners.add(listener);
+    return () => this.state.fireListeners.delete(listener);
+  }
+
+  /** Instants that did not fire, with the reason (rejected, past, late, overlap, cancelled, stopped). */
+  onSkip(listener: (report: SkipReport) => void): () => void {
+    this.state.skipListeners.add(listener);
+    return () => this.state.skipListeners.delete(listener);
+  }
+
+  /** Actions that threw or rejected. Without a listener such errors are rethrown (uncaught). */
+  onError(listener: ErrorListener): () => void {
+    this.state.errorListeners.add(listener);
+    return () => this.state.errorListeners.delete(listener);
+  }
+
+  get pending(): number {
+    return this.state.heap.size;
+  }
+
+  stats(): SchedulerStats {
+    const s = this.state;
+    return { pending: s.heap.size, ...s.stats, coarseMarginNs: s.coarse.ns, spinMarginNs: s.spin.ns };
+  }
+
+  /** Cancels every pending job (reported as 'stopped'), clears the timer, lets the process exit. Final. */
+  stop(): void {
+    const state = this.state;
+    if (state.stopped) return;
+    state.stopped = true;
+    state.timer?.cancel();
+    state.timer = undefined;
+    this.unsubscribe();
+    const pending = state.heap.clear().sort((a, b) => (a.keyNs < b.keyNs ? -1 : a.keyNs > b.keyNs ? 1 : a.seq - b.seq));
+    const nowNs = state.timescale.nowNs();
+    for (const job of pending) {
+      job.done = true;
+      if (state.skipListeners.size > 0) emit(state.skipListeners, skipReport(state, job, 'stopped', nowNs));
+    }
+  }
+
+  private newJob(
+    recurrence: Recurrence,
+    action: FireAction,
+    recurring: boolean,
+    options: JobOptions,
+    defaultIfLate: 'fire-late' | 'skip',
+    overlap: Overlap,
+  ): JobRecord {
+    if (this.state.stopped) throw new Error('scheduler stopped: make a new one');
+    const tolerance = options.lateToleranceNs ?? this.state.lateToleranceNs;
+    const id = options.id ?? `job-${this.state.nextId++}`;
+    return new JobRecord(this.state, id, recurrence, action, recurring, options.ifLate ?? defaultIfLate, overlap, tolerance);
+  }
+
+  private placeFirst(job: JobRecord): Job {
+    const first = job.recurrence.next(this.state.timescale.nowNs());
+    if (first === undefined) job.done = true;
+    else place(this.state, job, first);
+    return job;
+  }
+}
