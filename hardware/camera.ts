@@ -93,6 +93,9 @@ export class CameraActuator implements Actuator {
   private output = '';
   private released = true;
   private startedAtMs = 0;
+  /** Between start and the end of warm-up: a SIGUSR1 now could arrive before rpicam-still handles it, and kill it. */
+  private warming = false;
+  private stopping = false;
   private readonly pending = new Set<Promise<void>>();
   /** Final file names of finished captures, in order. */
   readonly files: string[] = [];
@@ -152,6 +155,7 @@ export class CameraActuator implements Actuator {
     child.stderr!.on('data', collect);
     child.once('exit', () => this.onExit(child));
     const warmupMs = this.options.warmupMs ?? DEFAULT_WARMUP_MS;
+    this.warming = true;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.off('exit', onEarlyExit);
@@ -166,18 +170,24 @@ export class CameraActuator implements Actuator {
         clearTimeout(timer);
         reject(new ActuatorFailed(`cannot start ${this.binaryPath}: ${error.message}`, error));
       });
-    }).catch((error) => {
-      this.child = undefined;
-      this.released = true;
-      throw error;
-    });
+    }).then(
+      () => {
+        this.warming = false;
+      },
+      (error) => {
+        this.warming = false;
+        this.child = undefined;
+        this.released = true;
+        throw error;
+      },
+    );
   }
 
   /** Restarts a process that exits while we still want it (some versions exit after one capture). */
   private onExit(child: ChildProcess): void {
     if (this.child !== child) return;
     this.child = undefined;
-    if (this.released) return;
+    if (this.released || this.stopping) return;
     if (this.capturesThisGeneration === 0 && Date.now() - this.startedAtMs < EARLY_EXIT_MS) return; // a setup failure; prepare() reports it
     this.restarts++;
     this.start().catch(() => undefined); // the next fire() says it is not running
@@ -185,14 +195,14 @@ export class CameraActuator implements Actuator {
 
   /** Whether a capture can be signalled right now. */
   get ready(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+    return this.child !== undefined && !this.warming && this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /** One kill(2): SIGUSR1 to the waiting rpicam-still. */
   fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
     if (this.released) throw new ActuatorNotPrepared(this.name);
     const child = this.child;
-    if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not running (restarting after it exited: ${this.output.trim().split('\n').pop() ?? ''})`);
+    if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not ready (${this.warming ? 'warming up after a restart' : `it exited: ${this.output.trim().split('\n').pop() ?? ''}`})`);
     const start = monotonicNs();
     try {
       process.kill(child.pid, 'SIGUSR1');
@@ -228,8 +238,10 @@ export class CameraActuator implements Actuator {
   /** Waits for pending files to be named, then stops the process (SIGUSR2 is rpicam-still's "exit"). */
   async release(): Promise<void> {
     if (this.released) return;
+    this.stopping = true; // no restart while the last files are being named
     await Promise.all([...this.pending]);
     this.released = true;
+    this.stopping = false;
     const child = this.child;
     this.child = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;

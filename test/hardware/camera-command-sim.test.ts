@@ -1,0 +1,177 @@
+import { expect } from 'chai';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { realClock, SimulatedClock } from '../../src/time/clock.js';
+import { Timescale } from '../../src/time/timescale.js';
+import { NS_PER_MS } from '../../src/time/units.js';
+import { Scheduler } from '../../src/schedule/scheduler.js';
+import { scheduleAction, type ActionFireReport } from '../../src/schedule/actions.js';
+import { ActuatorFailed, ActuatorUnavailable } from '../../src/schedule/actuator.js';
+import { CameraActuator } from '../../hardware/camera.js';
+import { CommandActuator } from '../../hardware/command.js';
+import { SimulatedRecorder } from '../../hardware/sim.js';
+import { createActuator } from '../../hardware/index.js';
+import { makeStandIns, type StandIns } from './standins.js';
+import { waitFor } from '../support/processes.js';
+
+const TIMING_BOUND_NS = 30n * NS_PER_MS;
+const WARMUP_MS = 150;
+
+function realScheduler(): Scheduler {
+  return new Scheduler({ timescale: new Timescale(realClock(), { trustRawClock: { errorBoundNs: 1000 } }) });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('camera: rpicam-still in signal mode (stand-in)', () => {
+  let standins: StandIns;
+  let out: string;
+  beforeEach(() => {
+    standins = makeStandIns({ gpioset: false });
+    out = mkdtempSync(join(tmpdir(), 'lockstep-photos-'));
+  });
+  afterEach(() => {
+    standins.cleanup();
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  it('starts it once with --signal -t 0 --zsl, captures with SIGUSR1 at the instant minus the lead, names the file after trigger and node', async () => {
+    const camera = new CameraActuator({ outDir: out, node: 'pi-07', leadMs: 40, warmupMs: WARMUP_MS, pathEnv: standins.path });
+    await camera.prepare();
+    expect(camera.leadNs).to.equal(40_000_000);
+    const argv = standins.cameraLog()[0]!.argv!;
+    expect(argv.slice(0, 4)).to.deep.equal(['--signal', '-t', '0', '-n']);
+    expect(argv).to.include('--zsl');
+    expect(argv).to.not.include('--immediate');
+    const fires: ActionFireReport[] = [];
+    const startNs = realClock().nowNs() + 200n * NS_PER_MS;
+    const run = scheduleAction(realScheduler(), { kind: 'capture', name: 'group' }, startNs, camera, { tag: 'group', onFire: (r) => fires.push(r) });
+    await run.done;
+    expect(fires[0]).to.include({ leadNs: 40_000_000, targetNs: startNs, plannedNs: startNs - 40n * NS_PER_MS });
+    expect(fires[0]!.outcome!.file).to.equal(join(out, 'group-pi-07-000.jpg'));
+    await camera.release(); // waits for the file to be named
+    const signals = standins.cameraLog().filter((e) => e.signal);
+    expect(signals.map((e) => e.signal)).to.deep.equal(['SIGUSR1', 'SIGUSR2']);
+    const error = standins.toRealNs(signals[0]!.t) - (startNs - 40n * NS_PER_MS);
+    expect(error >= -1n * NS_PER_MS && error < TIMING_BOUND_NS, `signal ${error} ns from plan`).to.equal(true);
+    expect(readdirSync(out)).to.deep.equal(['group-pi-07-000.jpg']);
+    expect(readFileSync(join(out, 'group-pi-07-000.jpg'), 'utf8')).to.match(/^JPEG stand-in/);
+  });
+
+  it('leaves out --zsl when this version lacks it; falls back to libcamera-still', async () => {
+    const old = makeStandIns({ gpioset: false, cameraName: 'libcamera-still' });
+    process.env.STANDIN_CAMERA_ZSL = '0';
+    try {
+      const camera = new CameraActuator({ outDir: out, warmupMs: WARMUP_MS, pathEnv: old.path.replace(standins.bin, '/nonexistent') });
+      await camera.prepare();
+      await camera.release();
+      const argv = old.cameraLog()[0]!.argv!;
+      expect(argv).to.not.include('--zsl');
+    } finally {
+      delete process.env.STANDIN_CAMERA_ZSL;
+      old.cleanup();
+    }
+  });
+
+  it('restarts a version that exits after each capture, and keeps naming files in order', async () => {
+    process.env.STANDIN_CAMERA_EXIT_AFTER_CAPTURE = '1';
+    try {
+      const camera = new CameraActuator({ outDir: out, node: 'n1', warmupMs: WARMUP_MS, pathEnv: standins.path });
+      await camera.prepare();
+      camera.fire(0n, { tag: 'a', index: 0 });
+      await waitFor(() => camera.restarts === 1 && camera.ready, 5000, 'the camera to restart');
+      camera.fire(0n, { tag: 'a', index: 1 });
+      await camera.release();
+      expect(readdirSync(out).sort()).to.deep.equal(['a-n1-000.jpg', 'a-n1-001.jpg']);
+      expect(new Set(standins.cameraLog().map((e) => e.pid)).size).to.equal(2);
+    } finally {
+      delete process.env.STANDIN_CAMERA_EXIT_AFTER_CAPTURE;
+    }
+  });
+
+  it('says what to do: not installed, no camera, permission (video group)', async () => {
+    const missing = await rejection(new CameraActuator({ outDir: out, pathEnv: '/nonexistent' }).prepare());
+    expect(missing).to.be.instanceOf(ActuatorUnavailable);
+    expect(missing.message).to.match(/rpicam-still or libcamera-still is not installed.*apt install rpicam-apps/);
+    for (const [mode, kind, pattern] of [['nocamera', 'unknown-device', /finds no camera.*list-cameras/], ['permission', 'permission', /usermod -aG video/]] as const) {
+      process.env.STANDIN_CAMERA_FAIL = mode;
+      try {
+        const error = await rejection(new CameraActuator({ outDir: out, warmupMs: 3000, pathEnv: standins.path }).prepare());
+        expect((error as ActuatorUnavailable).kind).to.equal(kind);
+        expect(error.message).to.match(pattern);
+      } finally {
+        delete process.env.STANDIN_CAMERA_FAIL;
+      }
+    }
+  });
+});
+
+describe('command actuator', () => {
+  it('starts the program at the instant and reports the spawn latency; the child knows its instant', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lockstep-cmd-'));
+    try {
+      const file = join(dir, 'ran');
+      const command = new CommandActuator({ argv: ['sh', '-c', `echo "$LOCKSTEP_INSTANT_NS $LOCKSTEP_TAG" > ${file}`] });
+      await command.prepare();
+      const fires: ActionFireReport[] = [];
+      const startNs = realClock().nowNs() + 100n * NS_PER_MS;
+      const run = scheduleAction(realScheduler(), { kind: 'command', argv: ['sh'] }, startNs, command, { tag: 't1', onFire: (r) => fires.push(r) });
+      await run.done;
+      const later = await fires[0]!.outcome!.later!;
+      expect(later.spawnLatencyNs).to.be.a('number').and.greaterThan(0);
+      expect(fires[0]!.outcome!.pid).to.be.a('number');
+      await command.release();
+      expect(command.exitCodes).to.deep.equal([0]);
+      expect(readFileSync(file, 'utf8').trim()).to.equal(`${startNs} t1`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a missing program is reported before the instant', async () => {
+    const error = await rejection(new CommandActuator({ argv: ['no-such-program-xyz'] }).prepare());
+    expect(error).to.be.instanceOf(ActuatorUnavailable);
+    expect(error.message).to.match(/cannot find the program 'no-such-program-xyz' on PATH/);
+    expect(() => new CommandActuator({ argv: ['x'] }).fire(0n)).to.throw(/before prepare/);
+  });
+});
+
+describe('simulated recorder', () => {
+  it("records the TRUE instant for a node whose clock is wrong, plus latency and jitter", async () => {
+    const clock = new SimulatedClock({ offsetSeconds: 3, driftPpm: 50 });
+    let r = 0;
+    const randoms = [0, 1, 0.5];
+    const sim = new SimulatedRecorder({ clock, latencyNs: 1000, jitterNs: 500, random: () => randoms[r++ % 3]! });
+    await sim.prepare();
+    const before = realClock().nowNs();
+    sim.fire(before, { level: 1, index: 0 });
+    sim.fire(before, { level: 0, index: 0 });
+    sim.fire(before);
+    const after = realClock().nowNs();
+    // Truth, not the node's clock (3 s ahead).
+    const [a, b, c] = sim.records;
+    expect(a!.trueNs >= before + 500n && a!.trueNs <= after + 500n).to.equal(true); // 1000 − 500
+    expect(b!.trueNs >= before + 1500n && b!.trueNs <= after + 1500n).to.equal(true); // 1000 + 500
+    expect(c!.trueNs >= before + 1000n && c!.trueNs <= after + 1000n).to.equal(true);
+    expect(a).to.include({ level: 1, index: 0, seq: 0 });
+    await sim.release();
+    expect(sim.finalLevel).to.equal(0);
+  });
+
+  it('the factory gives a recorder for every kind with --driver sim, with the camera lead', async () => {
+    const sim = await createActuator({ kind: 'capture' }, { driver: 'sim', leadMs: 25 });
+    expect(sim).to.be.instanceOf(SimulatedRecorder);
+    expect(sim.leadNs).to.equal(25_000_000);
+    const cmd = await createActuator({ kind: 'command', argv: ['definitely-not-installed'] }, { driver: 'sim' });
+    expect(cmd.name).to.equal('simulated command');
+    expect(() => cmd.fire(0n)).to.not.throw(ActuatorFailed);
+  });
+});
