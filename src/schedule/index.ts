@@ -8,3 +8,5 @@ export * from './heap.js';
 export * from './recurrence.js';
 export * from './periodic.js';
 export * from './cron.js';
+export * from './when.js';
+export * from './system-clock.js';

@@ -497,6 +497,11 @@ export class Scheduler {
     return () => this.state.errorListeners.delete(listener);
   }
 
+  /** The earliest pending instant (disciplined UTC ns), if any. */
+  nextInstantNs(): bigint | undefined {
+    return this.state.heap.peek()?.keyNs;
+  }
+
   get pending(): number {
     return this.state.heap.size;
   }

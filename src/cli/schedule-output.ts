@@ -1,0 +1,65 @@
+/** How `wait`, `at` and `cron` print fire and skip reports: one JSON object per line, or one human line. */
+import { formatUtcNs } from '../time/units.js';
+import type { FireReport, SkipReport } from '../schedule/reports.js';
+
+export interface FireExtras {
+  /** From the action's start to spawn() returning (the child exec'd), ns. */
+  spawnLatencyNs?: number;
+  pid?: number;
+  command?: string;
+}
+
+/** Instants as ISO strings and decimal ns strings (a JSON number cannot hold them); durations as numbers. */
+export function fireJson(report: FireReport, extras: FireExtras = {}): string {
+  return JSON.stringify({
+    event: 'fire',
+    job: report.jobId,
+    index: report.index,
+    ...(report.edge !== undefined ? { edge: report.edge.toString() } : {}),
+    planned: formatUtcNs(report.plannedNs),
+    plannedNs: report.plannedNs.toString(),
+    actual: formatUtcNs(report.actualNs),
+    actualNs: report.actualNs.toString(),
+    latenessNs: report.latenessNs,
+    errorBoundNs: Number.isFinite(report.errorBoundNs) ? Math.round(report.errorBoundNs) : null,
+    policy: report.policy ?? 'on-time',
+    ...extras,
+  });
+}
+
+export function skipJson(report: SkipReport): string {
+  return JSON.stringify({
+    event: 'skip',
+    job: report.jobId,
+    index: report.index,
+    ...(report.edge !== undefined ? { edge: report.edge.toString() } : {}),
+    planned: formatUtcNs(report.plannedNs),
+    plannedNs: report.plannedNs.toString(),
+    at: formatUtcNs(report.atNs),
+    reason: report.reason,
+  });
+}
+
+function micro(ns: number): string {
+  return Math.abs(ns) >= 1e6 ? `${(ns / 1e6).toFixed(3)} ms` : `${(ns / 1e3).toFixed(1)} µs`;
+}
+
+export function fireLine(report: FireReport, extras: FireExtras = {}): string {
+  const parts = [`fired #${report.index} at ${formatUtcNs(report.actualNs)}`, `late ${micro(report.latenessNs)}`];
+  if (extras.spawnLatencyNs !== undefined) parts.push(`spawn ${micro(extras.spawnLatencyNs)}`);
+  parts.push(Number.isFinite(report.errorBoundNs) ? `clock ±${micro(report.errorBoundNs)}` : 'clock unsynchronized');
+  if (report.policy === 'fired-late') parts.push('FIRED LATE (instant had passed)');
+  return parts.join(', ');
+}
+
+export function skipLine(report: SkipReport): string {
+  const why: Record<SkipReport['reason'], string> = {
+    rejected: 'the instant had passed',
+    past: 'the instant had passed',
+    late: 'missed (process stalled, suspended, or the clock stepped over it)',
+    overlap: 'the previous run is still going (--overlap skip)',
+    cancelled: 'cancelled',
+    stopped: 'stopped',
+  };
+  return `skipped #${report.index} planned ${formatUtcNs(report.plannedNs)}: ${why[report.reason]}`;
+}

@@ -1,0 +1,94 @@
+import { expect } from 'chai';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli } from '../support/cli.js';
+
+const nowNs = () => BigInt(Date.now()) * 1_000_000n;
+const lines = (text: string) => text.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe('schedule/cli: lockstep wait, at, cron', function () {
+  this.timeout(30_000);
+  let dir: string;
+  before(() => (dir = mkdtempSync(join(tmpdir(), 'lockstep-schedule-'))));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('wait returns at the instant (@EPOCH), and says so in --json', async () => {
+    const target = nowNs() + 1_500_000_000n;
+    const whenArg = `@${target / 1_000_000_000n}.${(target % 1_000_000_000n).toString().padStart(9, '0')}`;
+    const result = await runCli(['wait', whenArg, '--json']);
+    const returnedNs = nowNs();
+    expect(result.code, result.stderr).to.equal(0);
+    const [report] = lines(result.stdout);
+    expect(report!.plannedNs).to.equal(target.toString());
+    expect(BigInt(report!.actualNs as string) >= target).to.equal(true);
+    expect(report!.latenessNs as number).to.be.lessThan(20_000_000); // generous: shared 2-core machine
+    // It returned after the instant, and not long after (process exit included).
+    expect(returnedNs >= target - 1_000_000n).to.equal(true);
+    expect(Number(returnedNs - target)).to.be.lessThan(1_000_000_000);
+  });
+
+  it('wait: bad WHEN exits 2 with the accepted forms; a passed instant exits 1', async () => {
+    for (const bad of ['tomorrow', '12:00', '+5', '2026-13-01T00:00:00Z']) {
+      const result = await runCli(['wait', bad]);
+      expect(result.code, bad).to.equal(2);
+      expect(result.stderr).to.match(/cannot read WHEN/).and.match(/Accepted:/);
+    }
+    const past = await runCli(['wait', '2020-01-01T00:00:00Z']);
+    expect(past.code).to.equal(1);
+    expect(past.stderr).to.match(/passed/);
+    const late = await runCli(['wait', '2020-01-01T00:00:00Z', '--if-past', 'fire-late', '--json']);
+    expect(late.code).to.equal(0);
+    expect(lines(late.stdout)[0]!.policy).to.equal('fired-late');
+  });
+
+  it('at runs the command at the instant, reports the spawn latency, passes its exit status', async () => {
+    const out = join(dir, 'at.txt');
+    const result = await runCli(['at', '+700ms', '--json', '--', 'sh', '-c', `date +%s%N > ${out}; exit 3`]);
+    expect(result.code, result.stderr).to.equal(3);
+    const [report] = lines(result.stdout);
+    expect(report!.event).to.equal('fire');
+    expect(report!.spawnLatencyNs as number).to.be.within(1, 500_000_000);
+    const ranAtNs = BigInt(readFileSync(out, 'utf8').trim());
+    const plannedNs = BigInt(report!.plannedNs as string);
+    expect(ranAtNs >= plannedNs).to.equal(true);
+    expect(Number(ranAtNs - plannedNs)).to.be.lessThan(500_000_000);
+  });
+
+  it('at: an unknown command is bad input (exit 2) before anything waits', async () => {
+    const result = await runCli(['at', '+10s', '--', 'no-such-command-lockstep']);
+    expect(result.code).to.equal(2);
+    expect(result.stderr).to.match(/not found in PATH/);
+  });
+
+  it('cron --json fires twice, on whole seconds, within ~2.5 s', async () => {
+    const started = Date.now();
+    const result = await runCli(['cron', '* * * * * *', '--json', '--count', '2', '--', 'true'], { timeoutMs: 6000 });
+    expect(result.code, result.stderr).to.equal(0);
+    expect(Date.now() - started).to.be.lessThan(4000);
+    const fires = lines(result.stdout).filter((l) => l.event === 'fire');
+    expect(fires.map((f) => f.index)).to.deep.equal([0, 1]);
+    for (const f of fires) {
+      expect(BigInt(f.plannedNs as string) % 1_000_000_000n).to.equal(0n);
+      expect(f.latenessNs as number).to.be.lessThan(20_000_000);
+      expect(f.errorBoundNs).to.be.a('number');
+    }
+    expect(BigInt(fires[1]!.plannedNs as string) - BigInt(fires[0]!.plannedNs as string)).to.equal(1_000_000_000n);
+  });
+
+  it('cron --overlap skip: a tick while the command still runs is skipped and reported', async () => {
+    const result = await runCli(['cron', '* * * * * *', '--json', '--count', '2', '--', 'sleep', '1.3'], { timeoutMs: 9000 });
+    expect(result.code, result.stderr).to.equal(0);
+    const events = lines(result.stdout).map((e) => `${e.event}:${e.reason ?? e.index}`);
+    expect(events).to.deep.equal(['fire:0', 'skip:overlap', 'fire:1']);
+  });
+
+  it('cron: a bad expression or zone exits 2 with the reason', async () => {
+    const bad = await runCli(['cron', '* * * * *', '--', 'true']);
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/6 fields/);
+    const zone = await runCli(['cron', '* * * * * *', '--tz', 'Mars/Base', '--', 'true']);
+    expect(zone.code).to.equal(2);
+    expect(zone.stderr).to.match(/unknown time zone/);
+  });
+});
