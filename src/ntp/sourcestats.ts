@@ -1,0 +1,363 @@
+/**
+ * Per-source statistics: a weighted linear regression of offset against raw
+ * time, giving the source's offset AND frequency with their uncertainties
+ * (after chrony's sourcestats.c and regress.c, written anew).
+ *
+ *   offset(raw) = offset0 + a + b·(raw − rawRef)      b in ns/s = ppb
+ *
+ * Samples are "server UTC − raw" offsets measured against the RAW clock,
+ * which never steps or slews, so stored samples never need re-expressing
+ * when the model changes. (chrony must re-express its samples whenever it
+ * adjusts the system clock they were measured against: SST_SlewSamples.)
+ *
+ * Offsets can be huge (a Pi in 1970 is 1.7e18 ns behind), so the fit runs on
+ * (raw − raw0, offset − offset0) as doubles, with bigint references.
+ *
+ * Weights: a sample's offset error is at most half the asymmetry of its two
+ * legs, and whatever the network adds beyond the minimum delay splits between
+ * the legs unknown to us. If the excess e = delay − minDelay splits uniformly,
+ * the error is uniform on ±e/2: variance e²/12. So
+ *     σᵢ² = σ0² + eᵢ²/12,  wᵢ = 1/σᵢ²
+ * where σ0 is the noise floor of a sample that crossed an idle network.
+ * This weights the rare quiet samples of a Wi-Fi link far more than chrony's
+ * milder (1 + excess/sd)² (which suits its longer polls): over a relay with
+ * exponential jitter almost all the information is in the few quiet samples.
+ *
+ * Asymmetry: the excess need not split evenly. The fit carries a third
+ * term c·excess (chrony's correct_asymmetry estimates the same), so a
+ * systematic split, like a node process reading T4 late after waking up, is
+ * measured and removed; the intercept is the offset of a minimum-delay sample.
+ *
+ * How many samples: like chrony, a runs test on the signs of the residuals.
+ * Too few runs means the line does not fit (the frequency changed), so the
+ * oldest samples are dropped until it fits or only MIN_SAMPLES remain.
+ */
+import type { Sample } from './source.js';
+
+/** Bound on the samples kept: at a 0.5 s poll this is a 2-minute window, at 16 s over an hour. */
+export const MAX_SAMPLES = 256;
+/** Fewer than this and the runs test cannot tell noise from a bend (chrony's default minsamples is 6). */
+export const MIN_SAMPLES = 6;
+/** Noise floor of a sample: reading process.hrtime, NTP's 2^-32 s rounding, scheduling (1 µs). */
+const BASE_SD_NS = 1_000;
+/** ...plus this fraction of the minimum delay: a longer path has more room for fixed asymmetry. */
+const SD_PER_MIN_DELAY = 0.01;
+/**
+ * Prior on the frequency: quartz crystals are within ±100 ppm of nominal,
+ * so b ~ N(0, 200 ppm) keeps a couple of noisy early samples from claiming
+ * thousands of ppm; real data outweighs it within seconds.
+ */
+const PRIOR_FREQUENCY_SD_PPM = 200;
+/**
+ * Delay asymmetry: the share of a sample's delay excess that lands on the
+ * outbound leg minus the inbound. At most ±0.5 (all of it on one leg). A
+ * node process on a busy machine reads T4 late after waking up, so on
+ * loopback nearly all excess is inbound (≈ −0.5); Wi-Fi queues are about
+ * symmetric (≈ 0). The prior keeps it near 0 until the data says otherwise.
+ */
+const MAX_ASYMMETRY = 0.5;
+const PRIOR_ASYMMETRY_SD = 0.25;
+/** One-sided z for the runs test: reject a fit at the 1 % level. */
+const RUNS_Z = 2.33;
+/** When the runs test fails, drop this fraction of the window and try again. */
+const DROP_FRACTION = 1 / 8;
+/** Residual scale factor floor: synthetic perfect data must not claim zero uncertainty. */
+const MIN_SCALE = 0.01;
+
+export interface RegressionResult {
+  /** Fitted value at xRef (for z = 0). */
+  intercept: number;
+  /** dy/dx. */
+  slope: number;
+  /** dy/dz: the covariate's coefficient (0 without one). */
+  covariateCoefficient: number;
+  interceptSd: number;
+  slopeSd: number;
+  /** Σw r² / (n − p): how far the weights' σ model is off (1 = exact). */
+  scale: number;
+  residuals: number[];
+  runs: number;
+}
+
+export interface Prior {
+  value: number;
+  sd: number;
+}
+
+export interface Covariate {
+  z: number[];
+  prior: Prior;
+  /** The coefficient is clamped to [min, max] (refitted with it fixed there). */
+  min: number;
+  max: number;
+}
+
+/**
+ * Weighted least squares  y = a + b(x − xRef) + c·z, with Gaussian priors
+ * (ridge) on b and c. Weights are 1/σ² up to a common scale, which is
+ * estimated from the residuals; the priors are expressed in that scale.
+ * Without a covariate c = 0.
+ */
+export function weightedRegression(
+  x: number[],
+  y: number[],
+  w: number[],
+  xRef: number,
+  slopePrior?: Prior,
+  covariate?: Covariate,
+): RegressionResult {
+  const n = x.length;
+  if (n === 0 || y.length !== n || w.length !== n) throw new RangeError('regression needs equal, non-empty x, y, w');
+  const dx = x.map((v) => v - xRef);
+  const z = covariate?.z;
+  const solveWith = (fixedC: number | undefined, priorScale: number) => {
+    const useC = z !== undefined && fixedC === undefined;
+    const p = useC ? 3 : 2;
+    // Normal equations M β = v over columns [1, dx, z].
+    const M = Array.from({ length: p }, () => new Array<number>(p).fill(0));
+    const v = new Array<number>(p).fill(0);
+    for (let i = 0; i < n; i++) {
+      const yi = y[i]! - (fixedC !== undefined && z ? fixedC * z[i]! : 0);
+      const row = useC ? [1, dx[i]!, z![i]!] : [1, dx[i]!];
+      const wi = w[i]!;
+      for (let r = 0; r < p; r++) {
+        v[r]! += wi * row[r]! * yi;
+        for (let c = 0; c < p; c++) M[r]![c]! += wi * row[r]! * row[c]!;
+      }
+    }
+    if (slopePrior) {
+      const precision = priorScale / (slopePrior.sd * slopePrior.sd);
+      M[1]![1]! += precision;
+      v[1]! += precision * slopePrior.value;
+    } else if (M[1]![1]! === 0) {
+      M[1]![1]! = 1; // one sample and no prior: slope 0
+    }
+    if (useC) {
+      const precision = priorScale / (covariate!.prior.sd * covariate!.prior.sd);
+      M[2]![2]! += precision;
+      v[2]! += precision * covariate!.prior.value;
+    }
+    const inverse = invert(M);
+    const beta = inverse.map((row) => row.reduce((sum, m, k) => sum + m * v[k]!, 0));
+    const c = useC ? beta[2]! : fixedC ?? 0;
+    const residuals = new Array<number>(n);
+    let chi2 = 0;
+    for (let i = 0; i < n; i++) {
+      const r = y[i]! - beta[0]! - beta[1]! * dx[i]! - (z ? c * z[i]! : 0);
+      residuals[i] = r;
+      chi2 += w[i]! * r * r;
+    }
+    return { a: beta[0]!, b: beta[1]!, c, inverse, chi2, p, residuals };
+  };
+  const solve = (priorScale: number) => {
+    let fit = solveWith(undefined, priorScale);
+    if (covariate && (fit.c < covariate.min || fit.c > covariate.max)) {
+      fit = solveWith(Math.max(covariate.min, Math.min(covariate.max, fit.c)), priorScale);
+    }
+    return fit;
+  };
+  // The priors are in the data's units once the weights' scale is known: fit once to learn it.
+  let scale = 1;
+  let fit = solve(1);
+  if (n > fit.p) {
+    scale = Math.max(MIN_SCALE, fit.chi2 / (n - fit.p));
+    fit = solve(scale);
+    scale = Math.max(MIN_SCALE, fit.chi2 / (n - fit.p));
+  }
+  return {
+    intercept: fit.a,
+    slope: fit.b,
+    covariateCoefficient: fit.c,
+    interceptSd: Math.sqrt(Math.max(0, scale * fit.inverse[0]![0]!)),
+    slopeSd: Math.sqrt(Math.max(0, scale * fit.inverse[1]![1]!)),
+    scale,
+    residuals: fit.residuals,
+    runs: countRuns(fit.residuals),
+  };
+}
+
+/** Inverse of a small symmetric positive-definite matrix (Gauss–Jordan with partial pivoting). */
+function invert(m: number[][]): number[][] {
+  const p = m.length;
+  const a = m.map((row, i) => [...row, ...Array.from({ length: p }, (_, j) => (i === j ? 1 : 0))]);
+  for (let col = 0; col < p; col++) {
+    let pivot = col;
+    for (let r = col + 1; r < p; r++) if (Math.abs(a[r]![col]!) > Math.abs(a[pivot]![col]!)) pivot = r;
+    [a[col], a[pivot]] = [a[pivot]!, a[col]!];
+    const d = a[col]![col]!;
+    if (d === 0 || !Number.isFinite(d)) throw new RangeError('singular regression');
+    for (let k = 0; k < 2 * p; k++) a[col]![k]! /= d;
+    for (let r = 0; r < p; r++) {
+      if (r === col) continue;
+      const f = a[r]![col]!;
+      if (f === 0) continue;
+      for (let k = 0; k < 2 * p; k++) a[r]![k]! -= f * a[col]![k]!;
+    }
+  }
+  return a.map((row) => row.slice(p));
+}
+
+export function countRuns(residuals: number[]): number {
+  let runs = 0;
+  let previous: boolean | undefined;
+  for (const r of residuals) {
+    const sign = r >= 0;
+    if (sign !== previous) runs++;
+    previous = sign;
+  }
+  return runs;
+}
+
+/** Wald–Wolfowitz: are there too few runs of equal signs for the residuals to be noise? */
+export function runsTestPasses(residuals: number[]): boolean {
+  const n = residuals.length;
+  if (n < MIN_SAMPLES) return true;
+  let plus = 0;
+  for (const r of residuals) if (r >= 0) plus++;
+  const minus = n - plus;
+  if (plus === 0 || minus === 0) return false;
+  const expected = 1 + (2 * plus * minus) / n;
+  const variance = (2 * plus * minus * (2 * plus * minus - n)) / (n * n * (n - 1));
+  return countRuns(residuals) >= expected - RUNS_Z * Math.sqrt(Math.max(variance, 0));
+}
+
+/** What a source's samples say: offset and frequency at rawNs, with uncertainties. */
+export interface SourceEstimate {
+  /** Reference instant: the raw time of the latest sample. */
+  rawNs: bigint;
+  /** Server UTC − raw at rawNs. */
+  offsetNs: bigint;
+  /** d offset / d raw, ppm. */
+  frequencyPpm: number;
+  offsetSdNs: number;
+  frequencySdPpm: number;
+  /** Samples in the regression window. */
+  samples: number;
+  /** Smallest delay in the window, ns. */
+  minDelayNs: number;
+  /** Residual SD of a minimum-delay sample, ns (σ0 × √scale). */
+  noiseSdNs: number;
+  /** Offset bias per ns of delay excess (−0.5 … 0.5): the estimated path asymmetry. */
+  asymmetry: number;
+}
+
+export class SourceStats {
+  private samples: Sample[] = [];
+  private current: SourceEstimate | undefined;
+
+  get size(): number {
+    return this.samples.length;
+  }
+
+  get estimate(): SourceEstimate | undefined {
+    return this.current;
+  }
+
+  get lastSample(): Sample | undefined {
+    return this.samples[this.samples.length - 1];
+  }
+
+  /** The estimated offset at any raw instant (extrapolated with the frequency). */
+  offsetAt(rawNs: bigint): bigint | undefined {
+    const e = this.current;
+    if (!e) return undefined;
+    return e.offsetNs + BigInt(Math.round(Number(rawNs - e.rawNs) * e.frequencyPpm * 1e-6));
+  }
+
+  /**
+   * How many standard errors a new sample lies from the prediction (before
+   * it is added): the poll schedule backs off while this stays small.
+   */
+  deviation(sample: Sample): number {
+    const e = this.current;
+    if (!e || e.samples < MIN_SAMPLES) return NaN;
+    const excess = sample.delayNs - e.minDelayNs;
+    const predicted = Number(this.offsetAt(sample.rawNs)! - sample.offsetNs) - e.asymmetry * excess;
+    const ageS = Math.abs(Number(sample.rawNs - e.rawNs)) / 1e9;
+    const sd = Math.sqrt(e.noiseSdNs ** 2 + (excess * excess) / 12 + e.offsetSdNs ** 2 + (ageS * e.frequencySdPpm * 1e3) ** 2);
+    return Math.abs(predicted) / Math.max(sd, BASE_SD_NS);
+  }
+
+  add(sample: Sample): SourceEstimate {
+    const last = this.lastSample;
+    if (last && sample.rawNs <= last.rawNs) {
+      // Raw time never runs backwards; a sample out of order is dropped, not reordered.
+      return this.current!;
+    }
+    this.samples.push(sample);
+    if (this.samples.length > MAX_SAMPLES) this.samples.shift();
+    this.current = this.regress();
+    return this.current;
+  }
+
+  clear(): void {
+    this.samples = [];
+    this.current = undefined;
+  }
+
+  private regress(): SourceEstimate {
+    const all = this.samples;
+    const newest = all[all.length - 1]!;
+    let start = 0;
+    let chosen: { fit: RegressionResult; start: number } | undefined;
+    for (;;) {
+      const fit = this.fit(start);
+      chosen = { fit, start };
+      const n = all.length - start;
+      if (runsTestPasses(fit.residuals) || n <= MIN_SAMPLES) break;
+      start += Math.max(1, Math.floor(n * DROP_FRACTION));
+      if (all.length - start < MIN_SAMPLES) start = all.length - MIN_SAMPLES;
+    }
+    // Samples before the chosen window no longer fit the line: forget them (chrony's prune_register).
+    if (chosen.start > 0) this.samples = all.slice(chosen.start);
+    const { fit } = chosen;
+    const window = this.samples;
+    const offset0 = window[0]!.offsetNs;
+    const minDelayNs = minDelay(window);
+    return {
+      rawNs: newest.rawNs,
+      offsetNs: offset0 + BigInt(Math.round(fit.intercept)),
+      frequencyPpm: fit.slope / 1e3,
+      offsetSdNs: fit.interceptSd,
+      frequencySdPpm: fit.slopeSd / 1e3,
+      samples: window.length,
+      minDelayNs,
+      noiseSdNs: baseSd(minDelayNs) * Math.sqrt(fit.scale),
+      asymmetry: fit.covariateCoefficient,
+    };
+  }
+
+  private fit(start: number): RegressionResult {
+    const window = this.samples.slice(start);
+    const raw0 = window[0]!.rawNs;
+    const offset0 = window[0]!.offsetNs;
+    const minDelayNs = minDelay(window);
+    const sd0 = baseSd(minDelayNs);
+    const x = window.map((s) => Number(s.rawNs - raw0) / 1e9);
+    const y = window.map((s) => Number(s.offsetNs - offset0));
+    const w = window.map((s) => {
+      const excess = s.delayNs - minDelayNs;
+      return 1 / (sd0 * sd0 + (excess * excess) / 12);
+    });
+    const z = window.map((s) => s.delayNs - minDelayNs);
+    // Slope in ns/s (ppb): the prior's SD in the same unit. The covariate is the delay excess (asymmetry).
+    return weightedRegression(
+      x,
+      y,
+      w,
+      x[x.length - 1]!,
+      { value: 0, sd: PRIOR_FREQUENCY_SD_PPM * 1e3 },
+      { z, prior: { value: 0, sd: PRIOR_ASYMMETRY_SD }, min: -MAX_ASYMMETRY, max: MAX_ASYMMETRY },
+    );
+  }
+}
+
+function minDelay(samples: Sample[]): number {
+  let m = Infinity;
+  for (const s of samples) if (s.delayNs < m) m = s.delayNs;
+  return m;
+}
+
+function baseSd(minDelayNs: number): number {
+  return BASE_SD_NS + SD_PER_MIN_DELAY * minDelayNs;
+}
