@@ -74,12 +74,15 @@ export interface MeshNodeOptions {
   /** Shortest time between a trigger's receipt and its first instant (actuator preparation). */
   minLeadNs?: bigint;
   log?: (line: string) => void;
+  /** Silent scheduler fires at start, so its adaptive margins are learnt before a real trigger (default 20). */
+  warmupFires?: number;
 }
 
 /** 1 s: the hub's readiness gate needs fresh error bounds; 10 nodes × 1 msg/s is nothing for a broker. */
 export const DEFAULT_STATE_PERIOD_MS = 1_000;
 /** 20 ms: enough to prepare a GPIO line; a trigger closer than this cannot be honoured on time. */
 export const DEFAULT_MIN_LEAD_NS = 20_000_000n;
+export const DEFAULT_WARMUP_FIRES = 20;
 export const DEFAULT_ALLOWED_KINDS: readonly ActionKind[] = ['blink', 'capture'];
 /** A state change smaller than this is not worth an extra state message between periodic ones. */
 const STATE_THROTTLE_MS = 200;
@@ -173,9 +176,23 @@ export class MeshNode {
         void subscribe();
       });
     }
+    this.warmUp();
     this.stateTimer = setInterval(() => void this.publishState(), this.o.statePeriodMs ?? DEFAULT_STATE_PERIOD_MS);
     this.stateTimer.unref?.();
     this.restorePending();
+  }
+
+  /**
+   * The scheduler learns how late this machine's timers wake; its first fires
+   * are the least precise. A few silent fires at start teach it before a
+   * trigger counts (a few hundred µs of spinning each, once).
+   */
+  private warmUp(): void {
+    const count = this.o.warmupFires ?? DEFAULT_WARMUP_FIRES;
+    if (count <= 0) return;
+    const period = 100_000_000n;
+    const epochNs = this.o.timescale.nowNs() + 300_000_000n;
+    this.o.scheduler.every({ epochNs, periodNs: period, count }, () => undefined);
   }
 
   /** Stops taking triggers; pending ones are cancelled (they stay in the state file for the next start). */
@@ -354,6 +371,7 @@ export class MeshNode {
     const run = scheduleAction(this.o.scheduler, action, trigger.startNs, actuator, {
       tag: trigger.id,
       ifPast: 'skip',
+      notBeforeNs: ts.nowNs() + (this.o.minLeadNs ?? DEFAULT_MIN_LEAD_NS),
       onFire: (report) => this.onFire(trigger, report),
     });
     this.running.set(trigger.id, { trigger, pending, run });

@@ -1,9 +1,102 @@
-// PLACEHOLDER: replaced by the issue that builds `lockstep hub`.
+/**
+ * `lockstep hub`: the long-running side of the mesh. Serves time to the
+ * nodes (embedded NTP server) and watches the group: presence and sync
+ * quality from the nodes' retained states. Triggers come from
+ * `lockstep trigger`, which talks to the broker itself.
+ */
 import type { Command } from '../command.js';
+import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
+import { UsageError } from '../errors.js';
+import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom } from '../mesh/options.js';
+import { realClock } from '../../time/clock.js';
+import { Timescale } from '../../time/timescale.js';
+import { loadKeyFile } from '../../ntp/auth.js';
+import { MeshHub } from '../../mesh/hub.js';
+import { formatNs } from '../../mesh/readiness.js';
+import type { NodeView } from '../../mesh/presence.js';
+
+const help = `usage: lockstep hub [--ntp-port 123] [--allow CIDR]... [options]
+
+Serves time to the nodes (NTP on --ntp-port) and prints the group's nodes as
+their state changes: online/offline, synchronized, offset, error bound.
+Send triggers with 'lockstep trigger' (any machine that reaches the broker).
+
+  --ntp-port PORT        NTP port (default 123: needs root or CAP_NET_BIND_SERVICE; try 12300)
+  --ntp-bind ADDR        address to answer on (default all)
+  --allow CIDR           NTP clients allowed (repeatable; default everyone)
+  --ntp-keys FILE        NTP symmetric keys (chrony's keyfile format)
+  --no-ntp               do not serve time (the nodes use another server)
+  --system-error DUR     error bound claimed for this machine's clock (default 1ms; it is what the hub serves)
+  --json                 one JSON line per node state change on stdout
+${MQTT_HELP}`;
+
+export function describeNode(v: NodeView): string {
+  const s = v.state;
+  if (v.status === 'offline') return `${v.id}: offline`;
+  const bound = s.errorBoundNs === null || s.errorBoundNs === undefined ? 'unbounded' : formatNs(s.errorBoundNs);
+  const offset = s.offsetNs === undefined ? '?' : formatNs(Number(s.offsetNs));
+  return `${v.id}: ${s.synchronized ? 'synchronized' : 'NOT synchronized'}, offset ${offset}, error bound ${bound}, pending ${s.pending ?? 0}`;
+}
 
 export const command: Command = {
-  help: 'usage: lockstep hub (not built yet)',
-  async run() {
-    throw new Error('lockstep hub is not built yet');
+  help,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, {
+      ...MQTT_OPTIONS,
+      'ntp-port': { type: 'string' },
+      'ntp-bind': { type: 'string' },
+      allow: { type: 'string', multiple: true },
+      'ntp-keys': { type: 'string' },
+      'no-ntp': { type: 'boolean' },
+      'system-error': { type: 'string' },
+      json: { type: 'boolean' },
+    });
+    if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    const topics = topicsFrom(values);
+    const mqtt = mqttFrom(values);
+    const port = values['ntp-port'] ? numberOption('ntp-port', values['ntp-port'], { min: 1, max: 65535, integer: true }) : 123;
+    let ntpKeys;
+    if (values['ntp-keys']) {
+      try {
+        ntpKeys = await loadKeyFile(values['ntp-keys']);
+      } catch (error) {
+        throw new UsageError(`--ntp-keys: ${(error as Error).message}`);
+      }
+    }
+    const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : 1_000_000;
+    const timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: systemErrorNs } });
+    let lastLine = new Map<string, string>();
+    const hub = new MeshHub({
+      topics,
+      mqtt,
+      timescale,
+      ntp: values['no-ntp'] ? undefined : { port, bind: values['ntp-bind'], allow: values.allow, keys: ntpKeys },
+      onNode: (view) => {
+        if (values.json) {
+          process.stdout.write(JSON.stringify(view.state, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+          return;
+        }
+        // Print changes, not every periodic refresh: round the bound so jitter is not a change.
+        const line = describeNode(view).replace(/(\d+)\.\d+ (ns|µs)/g, '$1 $2');
+        if (lastLine.get(view.id) !== line) process.stdout.write(`${new Date().toISOString()} ${describeNode(view)}\n`);
+        lastLine.set(view.id, line);
+      },
+    });
+    try {
+      await hub.start();
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EACCES') throw new UsageError(`NTP port ${port} needs privilege: use --ntp-port 12300 (nodes: --ntp HUB:12300) or grant CAP_NET_BIND_SERVICE`);
+      if (code === 'EADDRINUSE') throw new UsageError(`NTP port ${port} is in use (chronyd or ntpd?): stop it, or use --ntp-port`);
+      throw error;
+    }
+    process.stderr.write(`lockstep hub: ${hub.ntpAddress ? `serving time on ${hub.ntpAddress.address}:${hub.ntpAddress.port}, ` : ''}watching ${topics.prefix}/ on ${mqtt.url}\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
+    lastLine = new Map();
+    await hub.stop();
+    return 0;
   },
 };

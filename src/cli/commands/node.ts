@@ -1,9 +1,202 @@
-// PLACEHOLDER: replaced by the issue that builds `lockstep node`.
+/**
+ * `lockstep node`: a mesh node. Syncs its clock (embedded NTP client, or the
+ * system clock when chrony already disciplines it), takes triggers over
+ * MQTT, fires them through an actuator, reports.
+ */
+import { join } from 'node:path';
+import { homedir } from 'node:os';
 import type { Command } from '../command.js';
+import { parseCommandArgs, numberOption, durationNsOption, parseHostPort } from '../args.js';
+import { UsageError } from '../errors.js';
+import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom, keysFrom } from '../mesh/options.js';
+import { realClock, SimulatedClock, type RawClock } from '../../time/clock.js';
+import { Timescale } from '../../time/timescale.js';
+import { NtpClient } from '../../ntp/client.js';
+import { Scheduler } from '../../schedule/scheduler.js';
+import type { ActionKind, ActionSpec } from '../../schedule/actions.js';
+import { MeshNode, type SyncSnapshot } from '../../mesh/node.js';
+import { StateFile } from '../../mesh/state-file.js';
+import { checkId, TopicError } from '../../mesh/topics.js';
+import { buildActuator, DRIVERS, type DriverName, type HardwareOptions } from '../../../hardware/index.js';
+
+const help = `usage: lockstep node --id ID [--ntp HOST[:PORT]]... [options]
+
+Runs one mesh node: keeps its clock synchronized, takes triggers from the
+broker, acks them, fires them at the instant, reports each fire.
+
+  --id ID                this node's name (letters, digits, . _ -); also its MQTT user name in an ACL
+  --ntp HOST[:PORT]      NTP server(s) to sync to (usually the hub); repeatable
+  --system-clock         trust the system clock instead (chrony already runs here)
+  --system-error DUR     error bound claimed for the system clock (default 1ms)
+  --min-poll SECONDS     NTP poll interval once started (default 1)
+  --max-poll SECONDS     longest NTP poll interval (default 8)
+  --driver NAME          auto (default), gpiod, sysfs or sim (simulated recorder)
+  --chip NAME            GPIO chip name or label
+  --out DIR              where captures go (default the current directory)
+  --lead-ms MS           camera signal-to-exposure latency, fired early by this much
+  --allow-command        accept 'command' actions from the network (they run programs)
+  --require-signature    refuse unsigned triggers (default when --keys is given)
+  --state-file PATH      pending triggers survive restarts here (default ~/.lockstep/node-ID.json)
+  --sim-offset SECONDS   simulate a clock this far off (demo, tests)
+  --sim-drift PPM        simulate a clock running this fast
+  --quiet                no log lines on stderr
+${MQTT_HELP}
+
+Stop with Ctrl-C (SIGINT) or SIGTERM.`;
+
+function log(quiet: boolean, id: string) {
+  return (line: string) => {
+    if (!quiet) process.stderr.write(`[node ${id}] ${line}\n`);
+  };
+}
 
 export const command: Command = {
-  help: 'usage: lockstep node (not built yet)',
-  async run() {
-    throw new Error('lockstep node is not built yet');
+  help,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, {
+      ...MQTT_OPTIONS,
+      id: { type: 'string' },
+      ntp: { type: 'string', multiple: true },
+      'system-clock': { type: 'boolean' },
+      'system-error': { type: 'string' },
+      'min-poll': { type: 'string' },
+      'max-poll': { type: 'string' },
+      driver: { type: 'string' },
+      chip: { type: 'string' },
+      out: { type: 'string' },
+      'lead-ms': { type: 'string' },
+      'allow-command': { type: 'boolean' },
+      'require-signature': { type: 'boolean' },
+      'state-file': { type: 'string' },
+      'sim-offset': { type: 'string' },
+      'sim-drift': { type: 'string' },
+      quiet: { type: 'boolean' },
+    });
+    if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    if (!values.id) throw new UsageError('--id is required');
+    try {
+      checkId('node id', values.id);
+    } catch (error) {
+      if (error instanceof TopicError) throw new UsageError(error.message);
+      throw error;
+    }
+    const id = values.id;
+    const ntpSpecs = values.ntp ?? [];
+    if (ntpSpecs.length === 0 && !values['system-clock']) throw new UsageError('give --ntp HOST[:PORT] (the hub) or --system-clock');
+    if (ntpSpecs.length > 0 && values['system-clock']) throw new UsageError('--ntp and --system-clock exclude each other');
+    const simulated = values['sim-offset'] !== undefined || values['sim-drift'] !== undefined;
+    if (simulated && values['system-clock']) throw new UsageError('a simulated clock needs --ntp to be corrected');
+    const driver = (values.driver ?? 'auto') as DriverName;
+    if (!DRIVERS.includes(driver)) throw new UsageError(`--driver must be one of ${DRIVERS.join(', ')}`);
+    const topics = topicsFrom(values);
+    const mqtt = mqttFrom(values);
+    const keys = keysFrom(values);
+
+    let clock: RawClock = realClock();
+    if (simulated) {
+      clock = new SimulatedClock({
+        offsetSeconds: values['sim-offset'] === undefined ? 0 : numberOption('sim-offset', values['sim-offset'], { min: -1e6, max: 1e6 }),
+        driftPpm: values['sim-drift'] === undefined ? 0 : numberOption('sim-drift', values['sim-drift'], { min: -1000, max: 1000 }),
+      });
+    }
+    const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : 1_000_000;
+    const timescale = values['system-clock'] ? new Timescale(clock, { trustRawClock: { errorBoundNs: systemErrorNs } }) : new Timescale(clock);
+    let client: NtpClient | undefined;
+    if (ntpSpecs.length) {
+      const minPoll = values['min-poll'] ? numberOption('min-poll', values['min-poll'], { min: 1 / 64, max: 1024 }) : 1;
+      const maxPoll = values['max-poll'] ? numberOption('max-poll', values['max-poll'], { min: minPoll, max: 131072 }) : Math.max(8, minPoll);
+      client = new NtpClient({
+        servers: ntpSpecs.map((s) => parseHostPort(s, 123)),
+        timescale,
+        minPollSeconds: minPoll,
+        maxPollSeconds: maxPoll,
+      });
+    }
+    const sync = (): SyncSnapshot => {
+      const raw = clock.nowNs();
+      const snapshot: SyncSnapshot = {
+        synchronized: timescale.synchronized,
+        offsetNs: timescale.offsetNs(raw),
+        frequencyPpm: timescale.frequencyPpm,
+        errorBoundNs: timescale.errorBoundNs(raw),
+        sources: [],
+      };
+      const last = timescale.lastEstimateRawNs;
+      if (last !== undefined) snapshot.lastSampleNs = timescale.utcAt(last);
+      if (client) {
+        snapshot.sources = client.status().sources.map((s) => ({
+          address: s.address,
+          reach: s.reach,
+          state: s.state,
+          delayNs: Math.round(s.delaySeconds * 1e9),
+          offsetNs: Math.round(s.offsetSeconds * 1e9),
+          jitterNs: Math.round(s.jitterSeconds * 1e9),
+        }));
+      }
+      return snapshot;
+    };
+
+    const scheduler = new Scheduler({ timescale });
+    // The simulated recorder knows the true instant of each edge; the report carries it.
+    let lastTrueNs: bigint | undefined;
+    const hardware: HardwareOptions = { driver, node: id, notice: log(!!values.quiet, id) };
+    if (values.chip) hardware.chip = values.chip;
+    if (values.out) hardware.outDir = values.out;
+    if (values['lead-ms']) hardware.leadMs = numberOption('lead-ms', values['lead-ms'], { min: 0, max: 10_000 });
+    if (driver === 'sim') hardware.sim = { clock, onRecord: (r) => (lastTrueNs = r.trueNs) };
+    const allowKinds: ActionKind[] = values['allow-command'] ? ['blink', 'capture', 'command'] : ['blink', 'capture'];
+    const node = new MeshNode({
+      id,
+      topics,
+      mqtt,
+      timescale,
+      scheduler,
+      sync,
+      actuatorFor: (action: ActionSpec) => lazyActuator(action, hardware),
+      truthNs: driver === 'sim' ? () => lastTrueNs! : undefined,
+      keys,
+      requireSignature: values['require-signature'] ?? !!keys,
+      stateFile: new StateFile(values['state-file'] ?? join(homedir(), '.lockstep', `node-${id}.json`)),
+      allowKinds,
+      log: log(!!values.quiet, id),
+    });
+    await node.start();
+    await client?.start();
+    log(!!values.quiet, id)(`running: broker ${mqtt.url}, topics ${topics.prefix}/, ${client ? `NTP ${ntpSpecs.join(' ')}` : 'system clock'}, driver ${driver}`);
+
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    await node.stop();
+    await client?.stop();
+    scheduler.stop();
+    return 0;
   },
 };
+
+import type { Actuator } from '../../schedule/actuator.js';
+
+/** buildActuator is async (it probes the machine); the node's factory is sync, so defer to prepare(). */
+function lazyActuator(action: ActionSpec, hardware: HardwareOptions): Actuator {
+  let inner: Actuator | undefined;
+  return {
+    get name() {
+      return inner?.name ?? `${action.kind} (preparing)`;
+    },
+    get leadNs() {
+      return inner?.leadNs;
+    },
+    async prepare() {
+      inner = await buildActuator(action, hardware);
+      await inner.prepare();
+    },
+    fire(instantNs, input) {
+      return inner!.fire(instantNs, input);
+    },
+    async release() {
+      await inner?.release();
+    },
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * How close the fires were: per node (offset found, error bound, lateness)
+ * and per edge across nodes (the spread of reported instants, and of true
+ * instants when the actuators are simulated and know the truth).
+ */
+import type { AckMessage, ReportMessage } from './messages.js';
+import { formatNs } from './readiness.js';
+
+export interface NodeRow {
+  node: string;
+  ack: 'scheduled' | 'rejected' | 'cancelled' | 'none';
+  reason?: string;
+  detail?: string;
+  /** UTC − raw the node found (its clock's offset), ns. */
+  offsetNs?: number;
+  /** Error bound predicted at the first instant (from the ack), ns. */
+  errorBoundNs?: number;
+  /** Trigger published → ack received, ms (on the sender's clock). */
+  ackLatencyMs?: number;
+  /** Fires reported (distinct indices: a blink pulse is one fire with two edges). */
+  fires: number;
+  /** Report messages (edges) received. */
+  reports: number;
+  expectedFires?: number;
+  latenessMaxNs?: number;
+  latenessP50Ns?: number;
+  /** Simulated: max |true instant − planned| over this node's fires. */
+  trueErrorMaxNs?: number;
+}
+
+export interface EdgeRow {
+  index: number;
+  level?: 0 | 1;
+  plannedNs: string;
+  nodes: number;
+  /** max − min of the reported (disciplined) actual instants. */
+  spreadNs: number;
+  /** max − min of the true instants (simulated actuators only). */
+  trueSpreadNs?: number;
+}
+
+export interface Quantiles {
+  p50: number;
+  p99: number;
+  max: number;
+  n: number;
+}
+
+export function quantiles(values: number[]): Quantiles | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+  return { p50: at(0.5), p99: at(0.99), max: sorted[sorted.length - 1]!, n: sorted.length };
+}
+
+function range(values: bigint[]): number {
+  let min = values[0]!;
+  let max = values[0]!;
+  for (const v of values) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  return Number(max - min);
+}
+
+export function nodeRows(targets: string[], acks: Map<string, AckMessage>, ackLatencyMs: Map<string, number>, reports: ReportMessage[]): NodeRow[] {
+  return targets.map((node) => {
+    const ack = acks.get(node);
+    const mine = reports.filter((r) => r.node === node);
+    const row: NodeRow = { node, ack: ack?.status ?? 'none', fires: new Set(mine.map((r) => r.index)).size, reports: mine.length };
+    if (ack?.reason) row.reason = ack.reason;
+    if (ack?.detail && ack.status !== 'scheduled') row.detail = ack.detail;
+    if (ack?.offsetNs !== undefined) row.offsetNs = Number(ack.offsetNs);
+    if (ack?.errorBoundNs !== undefined) row.errorBoundNs = ack.errorBoundNs;
+    if (ackLatencyMs.has(node)) row.ackLatencyMs = ackLatencyMs.get(node)!;
+    if (ack?.fires !== undefined && ack.status === 'scheduled') row.expectedFires = ack.fires;
+    const lateness = quantiles(mine.map((r) => Math.abs(r.latenessNs)));
+    if (lateness) {
+      row.latenessMaxNs = lateness.max;
+      row.latenessP50Ns = lateness.p50;
+    }
+    const truth = mine.filter((r) => r.trueNs !== undefined).map((r) => Math.abs(Number(r.trueNs! - r.plannedNs)));
+    if (truth.length) row.trueErrorMaxNs = Math.max(...truth);
+    if (row.offsetNs === undefined && mine[0]) row.offsetNs = Number(mine[0].offsetNs);
+    return row;
+  });
+}
+
+/** One row per edge (index, level) reported by at least two nodes. */
+export function edgeRows(reports: ReportMessage[]): EdgeRow[] {
+  const groups = new Map<string, ReportMessage[]>();
+  for (const r of reports) {
+    const key = `${r.index}:${r.level ?? ''}`;
+    let list = groups.get(key);
+    if (!list) groups.set(key, (list = []));
+    list.push(r);
+  }
+  const rows: EdgeRow[] = [];
+  for (const list of groups.values()) {
+    const first = list[0]!;
+    const row: EdgeRow = { index: first.index, plannedNs: first.plannedNs.toString(), nodes: list.length, spreadNs: range(list.map((r) => r.actualNs)) };
+    if (first.level !== undefined) row.level = first.level;
+    const trues = list.filter((r) => r.trueNs !== undefined).map((r) => r.trueNs!);
+    if (trues.length === list.length && trues.length > 0) row.trueSpreadNs = range(trues);
+    rows.push(row);
+  }
+  return rows.sort((a, b) => a.index - b.index || (b.level ?? 0) - (a.level ?? 0));
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+const opt = (ns: number | undefined) => (ns === undefined ? '-' : formatNs(ns));
+
+export function formatNodeTable(rows: NodeRow[]): string {
+  const simulated = rows.some((r) => r.trueErrorMaxNs !== undefined);
+  const header = ['node', 'ack', 'offset found', 'error bound', 'ack ms', 'fires', 'lateness p50', 'lateness max', ...(simulated ? ['true error max'] : [])];
+  return table(
+    header,
+    rows.map((r) => [
+      r.node,
+      r.ack === 'rejected' ? `rejected: ${r.reason}` : r.ack,
+      r.offsetNs === undefined ? '-' : `${r.offsetNs >= 0 ? '+' : ''}${formatNs(r.offsetNs)}`,
+      opt(r.errorBoundNs),
+      r.ackLatencyMs === undefined ? '-' : r.ackLatencyMs.toFixed(1),
+      r.expectedFires ? `${r.fires}/${r.expectedFires}` : String(r.fires),
+      opt(r.latenessP50Ns),
+      opt(r.latenessMaxNs),
+      ...(simulated ? [opt(r.trueErrorMaxNs)] : []),
+    ]),
+  );
+}
+
+export function formatEdgeTable(rows: EdgeRow[]): string {
+  const simulated = rows.some((r) => r.trueSpreadNs !== undefined);
+  return table(
+    ['fire', 'edge', 'nodes', 'spread (reported)', ...(simulated ? ['spread (true)'] : [])],
+    rows.map((r) => [
+      String(r.index),
+      r.level === undefined ? '-' : r.level ? 'on' : 'off',
+      String(r.nodes),
+      formatNs(r.spreadNs),
+      ...(simulated ? [opt(r.trueSpreadNs)] : []),
+    ]),
+  );
+}
