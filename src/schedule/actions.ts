@@ -9,6 +9,7 @@
  * alongside it (as a bigint here, as a decimal string on the wire).
  */
 import type { Actuator, FireOutcome, Level } from './actuator.js';
+import { InstantPassed } from './errors.js';
 
 export type ActionKind = 'blink' | 'capture' | 'command';
 export const ACTION_KINDS: readonly ActionKind[] = ['blink', 'capture', 'command'];
@@ -235,6 +236,8 @@ export interface ActionScheduler {
     pattern: { epochNs: bigint; periodNs: bigint; offsetNs?: bigint; count?: number; startNs?: bigint },
     action: (report: SchedulerFireReport) => void,
   ): SchedulerJob;
+  /** Its notion of now (the real Scheduler's Timescale): used to reject a train that already started. */
+  readonly timescale?: { nowNs(): bigint };
   /** Listens to every skipped instant; returns the unsubscribe function. */
   onSkip?(listener: (report: SchedulerSkipReport) => void): () => void;
 }
@@ -287,7 +290,12 @@ export interface ScheduleActionOptions {
   onFire?(report: ActionFireReport): void;
   /** Called for each instant the scheduler skipped (late, past). */
   onSkip?(report: ActionSkipReport): void;
-  /** at(): what to do when the instant has already passed. The scheduler's default (reject) when absent. */
+  /**
+   * The (first) instant has already passed: 'reject' throws InstantPassed
+   * (at()'s default); 'skip' / 'fire-late' run what is left (a blink joins its
+   * train at the next edge, in phase; a capture or command fires late or not).
+   * A blink with notBeforeNs is never rejected: joining late is what it asks for.
+   */
   ifPast?: PastPolicy;
   /** Blink: no edge before this instant (a node joining a running train stays in phase). */
   notBeforeNs?: bigint;
@@ -372,6 +380,11 @@ export function scheduleAction(
   };
 
   if (action.kind === 'blink') {
+    const nowNs = scheduler.timescale?.nowNs();
+    if (options.ifPast === 'reject' && options.notBeforeNs === undefined && nowNs !== undefined && startNs < nowNs) {
+      unsubscribe?.();
+      throw new InstantPassed(startNs, nowNs);
+    }
     const periodNs = BigInt(action.periodNs);
     const onNs = BigInt(action.onNs);
     const count = action.count === 'forever' ? undefined : action.count;

@@ -139,6 +139,8 @@ describe('scheduleAction', () => {
     // A train entirely in the past is done at once rather than pending forever.
     const train = scheduleAction(scheduler, { kind: 'blink', line: 1, onNs: 1e8, periodNs: 1e9, count: 2 }, past, recorder);
     expect((await train.done).fires).to.equal(0);
+    // ... unless asked to reject a train whose start has passed (the CLI's default).
+    expect(() => scheduleAction(scheduler, { kind: 'blink', line: 1, onNs: 1e8, periodNs: 1e9, count: 2 }, past, recorder, { ifPast: 'reject' })).to.throw(/passed/);
   });
 
   it('an actuator that throws is counted and reported, the train goes on', async () => {

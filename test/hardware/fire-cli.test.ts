@@ -1,0 +1,222 @@
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCli, CLI_PATH } from '../support/cli.js';
+import { track, untrack, waitFor } from '../support/processes.js';
+import { makeFakeSysfs, makeStandIns, type StandIns } from './standins.js';
+
+interface JsonFire {
+  event: string;
+  kind?: string;
+  index?: number;
+  level?: number;
+  plannedNs?: string;
+  targetNs?: string;
+  leadNs?: number;
+  latenessNs?: number;
+  errorBoundNs?: number;
+  trueErrorNs?: number;
+  spawnLatencyNs?: number;
+  outcome?: { file?: string; costNs?: number };
+  fires?: number;
+  skips?: number;
+  errors?: number;
+  reason?: string;
+}
+
+function jsonLines(stdout: string): JsonFire[] {
+  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as JsonFire);
+}
+
+describe('lockstep fire (CLI)', function () {
+  this.timeout(30000);
+  let standins: StandIns;
+  before(() => {
+    standins = makeStandIns();
+  });
+  after(() => standins.cleanup());
+
+  it('blinks a simulated LED train: every edge reported with planned, actual, lateness, error bound and the true instant', async () => {
+    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+400ms', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']);
+    expect(r.code, r.stderr).to.equal(0);
+    const lines = jsonLines(r.stdout);
+    const fires = lines.filter((l) => l.event === 'fire');
+    expect(fires.map((f) => [f.index, f.level])).to.deep.equal([[0, 1], [0, 0], [1, 1], [1, 0], [2, 1], [2, 0]]);
+    const planned = fires.map((f) => BigInt(f.plannedNs!));
+    expect(planned.map((p) => Number((p - planned[0]!) / 1_000_000n))).to.deep.equal([0, 20, 60, 80, 120, 140]);
+    for (const f of fires) {
+      expect(f.latenessNs).to.be.a('number').and.at.least(0);
+      expect(f.errorBoundNs).to.be.a('number');
+      expect(f.trueErrorNs).to.be.a('number').and.below(50_000_000);
+    }
+    expect(lines.at(-1)).to.include({ event: 'done', fires: 6, skips: 0, errors: 0 });
+  });
+
+  it('prints one human line per edge without --json', async () => {
+    const r = await runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+300ms', '--driver', 'sim']);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/^blink #0 on  at \d{4}-.*late .*clock ±/m);
+    expect(r.stdout).to.match(/^blink #0 off at/m);
+    expect(r.stderr).to.match(/blink line GPIO4: 100 ms on.*done: 2 fired/s);
+  });
+
+  it('drives a stand-in gpioset -i: one process, one command line per edge, the LED left off', async () => {
+    const before = standins.gpiosetLog().length;
+    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+500ms', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
+    expect(r.code, r.stderr).to.equal(0);
+    const log = standins.gpiosetLog().slice(before);
+    expect(log[0]!.argv).to.deep.equal(['-i', '-C', 'lockstep', 'GPIO17=0']);
+    expect(log.filter((e) => e.line).map((e) => e.line)).to.deep.equal(['set GPIO17=1', 'set GPIO17=0', 'set GPIO17=1', 'set GPIO17=0', 'set GPIO17=0', 'exit']);
+    const fires = jsonLines(r.stdout).filter((l) => l.event === 'fire');
+    const stamped = log.filter((e) => e.line?.startsWith('set')).slice(0, 4);
+    fires.forEach((f, i) => {
+      const error = standins.toRealNs(stamped[i]!.t) - BigInt(f.plannedNs!);
+      expect(Number(error), `edge ${i}`).to.be.within(-1_000_000, 50_000_000);
+    });
+  });
+
+  it('drives a sysfs tree, and Ctrl-C on a --forever train leaves the LED off and the line unexported', async () => {
+    const sysfs = makeFakeSysfs();
+    try {
+      sysfs.addChip('gpiochip512', 512, 58, 'pinctrl-bcm2711');
+      const dir = sysfs.addLine(529);
+      const child = spawn(process.execPath, [CLI_PATH, 'fire', 'blink', '--line', '17', '--at', '+300ms', '--on', '30ms', '--every', '60ms', '--forever', '--driver', 'sysfs', '--sysfs-root', sysfs.root, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      track(child.pid!);
+      let stdout = '';
+      child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      // Stop it mid-pulse: right after an "on" edge was reported.
+      await waitFor(() => jsonLines(stdout).filter((l) => l.event === 'fire').length >= 5, 10000, 'five edges');
+      child.kill('SIGINT');
+      const code = await exited;
+      untrack(child.pid!);
+      expect(code).to.equal(0);
+      const value = readFileSync(join(dir, 'value'), 'utf8');
+      expect(value).to.match(/^(10)+1?0+$/);
+      expect(value.endsWith('0')).to.equal(true);
+      expect(sysfs.read('unexport')).to.equal('529');
+      expect(jsonLines(stdout).at(-1)).to.include({ event: 'done' });
+    } finally {
+      sysfs.cleanup();
+    }
+  });
+
+  it('takes a timed photo with a stand-in rpicam-still: fired early by the lead, reported, file named after trigger and node', async () => {
+    const out = mkdtempSync(join(tmpdir(), 'lockstep-cli-photo-'));
+    try {
+      const r = await runCli(['fire', 'capture', '--at', '+600ms', '--out', out, '--name', 'team', '--node', 'pi3', '--lead-ms', '30', '--warmup', '150ms', '--json'], { env: standins.env() });
+      expect(r.code, r.stderr).to.equal(0);
+      const fire = jsonLines(r.stdout).find((l) => l.event === 'fire')!;
+      expect(fire.leadNs).to.equal(30_000_000);
+      expect(BigInt(fire.targetNs!) - BigInt(fire.plannedNs!)).to.equal(30_000_000n);
+      expect(fire.outcome!.file).to.equal(join(out, 'team-pi3-000.jpg'));
+      expect(readdirSync(out)).to.deep.equal(['team-pi3-000.jpg']);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('starts a command at the instant and reports its spawn latency', async () => {
+    const r = await runCli(['fire', 'command', '--at', '+300ms', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']);
+    expect(r.code, r.stderr).to.equal(0);
+    const fire = jsonLines(r.stdout).find((l) => l.event === 'fire')!;
+    expect(fire.spawnLatencyNs).to.be.a('number').and.above(0);
+    expect(r.stderr).to.contain(`ran at ${fire.targetNs}`);
+  });
+
+  describe('hardware that cannot be used: exit 2 and what to do', () => {
+    const cases: { name: string; args: string[]; env: () => NodeJS.ProcessEnv; message: RegExp }[] = [
+      {
+        name: 'gpioset missing and no sysfs',
+        args: ['fire', 'blink', '--line', '17', '--at', '+5s', '--sysfs-root', '/nonexistent'],
+        env: () => ({ ...process.env, PATH: '/nonexistent' }),
+        message: /gpioset is not installed.*no sysfs GPIO at \/nonexistent.*apt install gpiod/,
+      },
+      {
+        name: 'libgpiod 1.6 tools and no sysfs',
+        args: ['fire', 'blink', '--line', '17', '--at', '+5s', '--driver', 'gpiod', '--sysfs-root', '/nonexistent'],
+        env: () => standins.env({ STANDIN_GPIOSET_VERSION: '1.6.3' }),
+        message: /libgpiod 1\.6\.3, which has no interactive mode.*apt install gpiod/,
+      },
+      {
+        name: 'unknown line',
+        args: ['fire', 'blink', '--line', 'GPIO99', '--at', '+5s', '--driver', 'gpiod'],
+        env: () => standins.env(),
+        message: /cannot find line GPIO99.*gpioinfo/,
+      },
+      {
+        name: 'busy line',
+        args: ['fire', 'blink', '--line', '17', '--at', '+5s', '--driver', 'gpiod'],
+        env: () => standins.env({ STANDIN_GPIOSET_FAIL: 'busy' }),
+        message: /held by another process/,
+      },
+      {
+        name: 'GPIO permission denied',
+        args: ['fire', 'blink', '--line', '17', '--at', '+5s', '--driver', 'gpiod'],
+        env: () => standins.env({ STANDIN_GPIOSET_FAIL: 'permission' }),
+        message: /Permission denied.*usermod -aG gpio \$USER/,
+      },
+      {
+        name: 'camera program missing',
+        args: ['fire', 'capture', '--at', '+5s'],
+        env: () => ({ ...process.env, PATH: '/nonexistent' }),
+        message: /rpicam-still or libcamera-still is not installed.*apt install rpicam-apps/,
+      },
+      {
+        name: 'camera permission denied',
+        args: ['fire', 'capture', '--at', '+5s', '--out', tmpdir()],
+        env: () => standins.env({ STANDIN_CAMERA_FAIL: 'permission' }),
+        message: /usermod -aG video/,
+      },
+      {
+        name: 'command not found',
+        args: ['fire', 'command', '--at', '+5s', '--', 'no-such-program-xyz'],
+        env: () => process.env,
+        message: /cannot find the program 'no-such-program-xyz'/,
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, async () => {
+        const r = await runCli(c.args, { env: c.env() });
+        expect(r.code, r.stderr).to.equal(2);
+        expect(r.stderr).to.match(c.message);
+        expect(r.stdout).to.equal('');
+      });
+    }
+  });
+
+  it('refuses bad input with exit 2 and says why', async () => {
+    const bad: [string[], RegExp][] = [
+      [['fire'], /which action/],
+      [['fire', 'dance', '--at', '+1s'], /unknown action 'dance'/],
+      [['fire', 'blink', '--line', '17'], /--at WHEN is required/],
+      [['fire', 'blink', '--line', '17', '--at', 'tomorrow'], /cannot read WHEN 'tomorrow'/],
+      [['fire', 'blink', '--line', '17', '--at', '+1s', '--count', '3'], /needs --every/],
+      [['fire', 'blink', '--line', '17', '--at', '+1s', '--on', '1s', '--every', '500ms', '--count', '3'], /periodNs .* longer than/],
+      [['fire', 'blink', '--line', '17', '--at', '+1s', '--count', '2', '--forever'], /--count or --forever/],
+      [['fire', 'blink', '--line', '17', '--at', '+1s', '--out', '/tmp'], /--out is for capture/],
+      [['fire', 'blink', '--line', '17', '--at', '+1s', '--driver', 'magic'], /--driver takes auto, gpiod, sysfs, sim/],
+      [['fire', 'command', '--at', '+1s'], /needs the program after '--'/],
+      [['fire', 'capture', '--at', '+1s', '--name', '../x'], /capture.name/],
+    ];
+    for (const [args, message] of bad) {
+      const r = await runCli(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(2);
+      expect(r.stderr, args.join(' ')).to.match(message);
+    }
+    const help = await runCli(['fire', '--help']);
+    expect(help.code).to.equal(0);
+    expect(help.stdout).to.match(/^usage: lockstep fire ACTION --at WHEN/);
+  });
+
+  it('an instant already past: exit 1 (reject), or reported as skipped', async () => {
+    const rejected = await runCli(['fire', 'blink', '--line', '17', '--at', '@1000', '--driver', 'sim']);
+    expect(rejected.code).to.equal(1);
+    expect(rejected.stderr).to.match(/fire-late|passed/);
+    const skipped = await runCli(['fire', 'capture', '--at', '@1000', '--driver', 'sim', '--if-past', 'skip', '--json']);
+    expect(skipped.code).to.equal(1);
+    expect(jsonLines(skipped.stdout).map((l) => l.event)).to.deep.equal(['skip', 'done']);
+  });
+});
