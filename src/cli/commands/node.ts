@@ -27,7 +27,7 @@ broker, acks them, fires them at the instant, reports each fire.
   --id ID                this node's name (letters, digits, . _ -); also its MQTT user name in an ACL
   --ntp HOST[:PORT]      NTP server(s) to sync to (usually the hub); repeatable
   --system-clock         trust the system clock instead (chrony already runs here)
-  --system-error DUR     error bound claimed for the system clock (default 1ms)
+  --system-error DUR     error bound claimed for the system clock (default 500us; chrony's 'chronyc tracking' tells)
   --min-poll SECONDS     NTP poll interval once started (default 1)
   --max-poll SECONDS     longest NTP poll interval (default 8)
   --driver NAME          auto (default), gpiod, sysfs or sim (simulated recorder)
@@ -99,7 +99,7 @@ export const command: Command = {
         driftPpm: values['sim-drift'] === undefined ? 0 : numberOption('sim-drift', values['sim-drift'], { min: -1000, max: 1000 }),
       });
     }
-    const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : 1_000_000;
+    const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : 500_000;
     const timescale = values['system-clock'] ? new Timescale(clock, { trustRawClock: { errorBoundNs: systemErrorNs } }) : new Timescale(clock);
     let client: NtpClient | undefined;
     if (ntpSpecs.length) {
@@ -160,6 +160,11 @@ export const command: Command = {
       allowKinds,
       log: log(!!values.quiet, id),
     });
+    // System-clock mode: chrony keeps disciplining it, so the claimed bound does not grow with time.
+    const refresh = values['system-clock']
+      ? setInterval(() => timescale.apply({ rawNs: clock.nowNs(), offsetNs: 0n, frequencyPpm: 0, errorBoundNs: systemErrorNs }), 1000)
+      : undefined;
+    refresh?.unref();
     await node.start();
     await client?.start();
     log(!!values.quiet, id)(`running: broker ${mqtt.url}, topics ${topics.prefix}/, ${client ? `NTP ${ntpSpecs.join(' ')}` : 'system clock'}, driver ${driver}`);
@@ -169,6 +174,7 @@ export const command: Command = {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+    if (refresh) clearInterval(refresh);
     await node.stop();
     await client?.stop();
     scheduler.stop();
