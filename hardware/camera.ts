@@ -51,6 +51,8 @@ export interface CameraOptions {
   pathEnv?: string;
   /** File extension, matching --encoding (jpg by default). */
   extension?: string;
+  /** Rename each capture after its trigger and node (default true); false leaves rpicam-still's names (benchmarks). */
+  nameFiles?: boolean;
 }
 
 interface PendingCapture {
@@ -101,6 +103,8 @@ export class CameraActuator implements Actuator {
   readonly files: string[] = [];
   /** How many times the process was restarted after exiting. */
   restarts = 0;
+  /** Called with everything the camera program prints (stdout and stderr). */
+  onOutput: ((chunk: string) => void) | undefined;
 
   constructor(private readonly options: CameraOptions) {
     this.outDir = resolvePath(options.outDir);
@@ -149,6 +153,7 @@ export class CameraActuator implements Actuator {
     this.child = child;
     this.startedAtMs = Date.now();
     const collect = (chunk: Buffer) => {
+      this.onOutput?.(chunk.toString());
       this.output = (this.output + chunk.toString()).slice(-4096);
     };
     child.stdout!.on('data', collect);
@@ -210,6 +215,10 @@ export class CameraActuator implements Actuator {
       throw new ActuatorFailed(`cannot signal ${this.name} (pid ${child.pid}): ${(error as Error).message}`, error);
     }
     const costNs = Number(monotonicNs() - start);
+    if (this.options.nameFiles === false) {
+      this.capturesThisGeneration++;
+      return { costNs, leadNs: this.leadNs, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
+    }
     const index = input.index ?? this.files.length + this.pending.size;
     const final = join(this.outDir, `${safe(input.tag ?? 'capture')}-${this.node}-${String(index).padStart(3, '0')}.${this.options.extension ?? 'jpg'}`);
     const capture: PendingCapture = { staging: this.stagingName(this.capturesThisGeneration), final, firedAtMs: Date.now() };

@@ -5,11 +5,18 @@
  * fire() writes one line, "set GPIO17=1\n", to its stdin. gpioset answers every
  * command with a new prompt, which we count as acknowledgements.
  *
+ * Its stdin is a FIFO we made and hold open, not a Node stream: fire() is a
+ * plain write(2) on a file descriptor (a couple of µs), not a trip through
+ * the Writable machinery (tens of µs, more when it decides to queue).
+ *
  * libgpiod v1 tools (Debian bookworm's 1.6) have no interactive mode:
  * detectGpiosetVersion() tells, and the factory falls back to sysfs or says
  * what to install.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
 import { findExecutable, probe } from './executables.js';
 import { GPIO_GROUP_HINT } from './sysfs-gpio.js';
@@ -19,6 +26,11 @@ const PROMPT = 'gpioset> ';
 const READY_TIMEOUT_MS = 5000;
 /** How long release() waits for `exit` before SIGTERM. */
 const EXIT_GRACE_MS = 1000;
+/**
+ * Commands written but not acknowledged beyond this mean gpioset is stuck; we
+ * stop before the 64 KiB pipe fills and a write would block at an instant.
+ */
+const MAX_UNACKED = 1000;
 
 export const GPIOD_V2_HINT =
   'gpioset -i needs libgpiod 2 tools: Debian trixie / Ubuntu 24.04+: sudo apt install gpiod; ' +
@@ -78,15 +90,21 @@ export class GpiodGpio implements Actuator {
   private readonly lineId: string;
   private output = '';
   private prompts = 0;
-  private readonly encoded: { on: string; off: string };
+  private readonly encoded: { on: Buffer; off: Buffer };
+  /** Our write end of the FIFO that is gpioset's stdin. */
+  private fd: number | undefined;
+  private fifoDir: string | undefined;
+  private written = 0;
   /** Called with the ack count each time gpioset prints a prompt (benchmarks wait on it). */
   onAck: ((acks: number) => void) | undefined;
+  /** Called with everything gpioset prints on stdout (a benchmark's stand-in reports when it read each line). */
+  onOutput: ((chunk: string) => void) | undefined;
 
   constructor(private readonly options: GpiodOptions) {
     this.lineId = gpiosetLineId(options.line, options.chip);
     this.name = `gpio ${this.lineId} via gpioset -i`;
     // Built once: fire() does no formatting.
-    this.encoded = { on: `set ${this.lineId}=1\n`, off: `set ${this.lineId}=0\n` };
+    this.encoded = { on: Buffer.from(`set ${this.lineId}=1\n`), off: Buffer.from(`set ${this.lineId}=0\n`) };
   }
 
   /** Prompts seen: 1 after the line was requested, then one per command processed. */
@@ -104,11 +122,20 @@ export class GpiodGpio implements Actuator {
     if (this.options.activeLow) args.push('-l');
     if (this.options.chip !== undefined) args.push('-c', this.options.chip);
     args.push(`${this.lineId}=0`);
-    const child = spawn(version.path, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // The FIFO: gpioset gets a read-write end (so it never sees EOF when we close ours), we keep a write end.
+    this.fifoDir = mkdtempSync(join(tmpdir(), 'lockstep-gpioset-'));
+    const fifo = join(this.fifoDir, 'stdin');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    const childEnd = openSync(fifo, 'r+');
+    this.fd = openSync(fifo, 'w');
+    this.written = 0;
+    const child = spawn(version.path, args, { stdio: [childEnd, 'pipe', 'pipe'] });
+    closeSync(childEnd);
     this.child = child;
     child.stdout!.setEncoding('utf8');
     child.stderr!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
+      this.onOutput?.(chunk);
       let at = chunk.indexOf(PROMPT);
       while (at !== -1) {
         this.prompts++;
@@ -120,7 +147,6 @@ export class GpiodGpio implements Actuator {
     child.stderr!.on('data', (chunk: string) => {
       if (this.output.length < 4096) this.output += chunk;
     });
-    child.stdin!.on('error', () => undefined); // EPIPE after a crash is reported by fire()
     try {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new ActuatorFailed(`gpioset did not get ready within ${READY_TIMEOUT_MS} ms (${this.output.trim() || 'no output'})`)), READY_TIMEOUT_MS);
@@ -147,21 +173,31 @@ export class GpiodGpio implements Actuator {
     } catch (error) {
       child.kill('SIGKILL');
       this.child = undefined;
+      this.closeFifo();
       throw error;
     }
   }
 
-  /** One write(2) of "set LINE=V\n" on gpioset's stdin pipe. */
+  private closeFifo(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    if (this.fifoDir) rmSync(this.fifoDir, { recursive: true, force: true });
+    this.fifoDir = undefined;
+  }
+
+  /** One write(2) of "set LINE=V\n" on gpioset's stdin FIFO. */
   fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
     const child = this.child;
-    if (!child) throw new ActuatorNotPrepared(this.name);
+    const fd = this.fd;
+    if (!child || fd === undefined) throw new ActuatorNotPrepared(this.name);
     if (child.exitCode !== null || child.signalCode !== null) {
       throw new ActuatorFailed(`gpioset exited (${this.output.trim() || `code ${child.exitCode ?? child.signalCode}`})`);
     }
+    if (this.written - (this.prompts - 1) > MAX_UNACKED) throw new ActuatorFailed(`gpioset stopped answering (${this.written - this.prompts + 1} commands unacknowledged)`);
     const level = input.level ?? 1;
     const start = monotonicNs();
-    // A pipe write of a few bytes completes at once: node writes synchronously when the pipe is not full.
-    child.stdin!.write(level ? this.encoded.on : this.encoded.off);
+    writeSync(fd, level ? this.encoded.on : this.encoded.off);
+    this.written++;
     return { costNs: Number(monotonicNs() - start), detail: `${this.lineId} = ${level} (gpioset pid ${child.pid})` };
   }
 
@@ -170,12 +206,18 @@ export class GpiodGpio implements Actuator {
     const child = this.child;
     if (!child) return;
     this.child = undefined;
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.stdin!.write(this.encoded.off);
-    child.stdin!.end('exit\n');
-    const timer = setTimeout(() => child.kill('SIGTERM'), EXIT_GRACE_MS);
-    await exited;
-    clearTimeout(timer);
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        writeSync(this.fd!, this.encoded.off);
+        writeSync(this.fd!, 'exit\n');
+      } catch {
+        /* it is going anyway */
+      }
+      const timer = setTimeout(() => child.kill('SIGTERM'), EXIT_GRACE_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+    this.closeFifo();
   }
 }

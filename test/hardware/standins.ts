@@ -163,8 +163,9 @@ export interface FakeSysfs {
   cleanup(): void;
 }
 
-export function makeFakeSysfs(): FakeSysfs {
-  const root = mkdtempSync(join(tmpdir(), 'lockstep-sysfs-'));
+/** In `base` (the temporary directory by default; the benchmark uses the tmpfs /dev/shm). */
+export function makeFakeSysfs(base: string = tmpdir()): FakeSysfs {
+  const root = mkdtempSync(join(base, 'lockstep-sysfs-'));
   writeFileSync(join(root, 'export'), '');
   writeFileSync(join(root, 'unexport'), '');
   return {
