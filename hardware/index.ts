@@ -79,7 +79,8 @@ async function gpioActuator(line: number | string, options: HardwareOptions): Pr
 export async function buildActuator(action: ActionSpec, options: HardwareOptions = {}): Promise<Actuator> {
   if (options.driver === 'sim') {
     const leadNs = action.kind === 'capture' ? Math.round((options.leadMs ?? 0) * 1e6) : 0;
-    return new SimulatedRecorder({ name: `simulated ${action.kind}`, leadNs, ...options.sim });
+    // A simulated camera whose latency is exactly the calibrated lead: its exposure lands on the target.
+    return new SimulatedRecorder({ name: `simulated ${action.kind}`, leadNs, latencyNs: leadNs, ...options.sim });
   }
   switch (action.kind) {
     case 'blink':
