@@ -151,6 +151,10 @@ export class CameraActuator implements Actuator {
     args.push(...(this.options.extraArgs ?? []));
     const child = spawn(this.binaryPath!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
+    // If this process ends without release() (an uncaught error), do not leave the camera held.
+    const onProcessExit = () => child.kill('SIGTERM');
+    process.once('exit', onProcessExit);
+    child.once('exit', () => process.off('exit', onProcessExit));
     this.startedAtMs = Date.now();
     const collect = (chunk: Buffer) => {
       this.onOutput?.(chunk.toString());

@@ -132,6 +132,10 @@ export class GpiodGpio implements Actuator {
     const child = spawn(version.path, args, { stdio: [childEnd, 'pipe', 'pipe'] });
     closeSync(childEnd);
     this.child = child;
+    // If this process ends without release() (an uncaught error), do not leave gpioset holding the line.
+    const onProcessExit = () => child.kill('SIGTERM');
+    process.once('exit', onProcessExit);
+    child.once('exit', () => process.off('exit', onProcessExit));
     child.stdout!.setEncoding('utf8');
     child.stderr!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
