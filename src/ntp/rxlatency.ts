@@ -28,6 +28,7 @@ export const PROBE_WINDOW = 32;
 /** Probes longer than this are a paused process (GC, a stopped VM), not latency: ignored. */
 const MAX_PLAUSIBLE_DELAY_NS = 5_000_000;
 const SECRET_BYTES = 16;
+const WARM_UP_PROBES = 4;
 /**
  * The quantile of a window used as the estimate. chronyd and ntpd prefer their
  * lowest-delay exchanges, i.e. the requests that waited least, so a low
@@ -89,7 +90,8 @@ export class ReceiveLatencyProbe {
     if (previous && previous.seq + 1 === seq && previousAfter > previous.before) {
       const arrival = previous.before + (previousAfter - previous.before) / 2n;
       const delay = Number(previous.handledNs - arrival);
-      if (delay >= 0 && delay < MAX_PLAUSIBLE_DELAY_NS) {
+      // The first probes run cold (JIT, first wake-ups) and say nothing about later requests.
+      if (seq > WARM_UP_PROBES && delay >= 0 && delay < MAX_PLAUSIBLE_DELAY_NS) {
         this.delays.push(delay);
         if (this.delays.length > PROBE_WINDOW) this.delays.shift();
         this.sorted = [...this.delays].sort((a, b) => a - b);
