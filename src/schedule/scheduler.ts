@@ -19,7 +19,7 @@ import { DeadlineHeap, type HeapItem } from './heap.js';
 import { realTimerHost, type TimerHandle, type TimerHost } from './timers.js';
 import { AdaptiveMargin, type MarginOptions } from './margins.js';
 import { InstantPassed } from './errors.js';
-import { OnceRecurrence, type Occurrence, type Recurrence } from './recurrence.js';
+import type { Occurrence, Recurrence } from './recurrence.js';
 import { PeriodicRecurrence, type PeriodicPattern } from './periodic.js';
 import { CronRecurrence } from './cron.js';
 import type { FireAction, FireReport, IfPast, Overlap, SkipReason, SkipReport } from './reports.js';
@@ -129,7 +129,8 @@ class JobRecord implements Job, HeapItem {
 
   constructor(
     private readonly state: SchedulerState,
-    readonly id: string,
+    /** The caller's id, or the number of an automatic one (made into 'job-N' when asked: 100,000 strings less). */
+    private readonly idOrNumber: string | number,
     readonly recurrence: Recurrence,
     readonly action: FireAction,
     readonly recurring: boolean,
@@ -137,6 +138,10 @@ class JobRecord implements Job, HeapItem {
     readonly overlap: Overlap,
     readonly lateToleranceNs: number,
   ) {}
+
+  get id(): string {
+    return typeof this.idOrNumber === 'string' ? this.idOrNumber : `job-${this.idOrNumber}`;
+  }
 
   get fired(): number {
     return this.firedCount;
@@ -150,6 +155,9 @@ class JobRecord implements Job, HeapItem {
     cancelJob(this.state, this, 'cancelled');
   }
 }
+
+/** One-shot jobs never ask their recurrence for a next instant (the instant is the heap key): one shared object. */
+const ONE_SHOT: Recurrence = { next: () => undefined };
 
 /** Everything the timer loop works on; the functions below are the loop. */
 interface SchedulerState {
@@ -454,7 +462,7 @@ export class Scheduler {
   /** Fires once at instantNs (disciplined UTC ns). */
   at(instantNs: bigint, action: FireAction, options: AtOptions = {}): Job {
     const state = this.state;
-    const job = this.newJob(new OnceRecurrence(instantNs), action, false, options, 'fire-late', 'allow');
+    const job = this.newJob(ONE_SHOT, action, false, options, 'fire-late', 'allow');
     const nowNs = state.timescale.nowNs();
     if (instantNs < nowNs) {
       const ifPast = options.ifPast ?? 'reject';
@@ -545,7 +553,7 @@ export class Scheduler {
   ): JobRecord {
     if (this.state.stopped) throw new Error('scheduler stopped: make a new one');
     const tolerance = options.lateToleranceNs ?? this.state.lateToleranceNs;
-    const id = options.id ?? `job-${this.state.nextId++}`;
+    const id = options.id ?? this.state.nextId++;
     return new JobRecord(this.state, id, recurrence, action, recurring, options.ifLate ?? defaultIfLate, overlap, tolerance);
   }
 

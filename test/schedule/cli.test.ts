@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../support/cli.js';
+import { haveChronyd, startChronydServer } from '../support/chronyd.js';
 
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 const lines = (text: string) => text.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -90,5 +91,27 @@ describe('schedule/cli: lockstep wait, at, cron', function () {
     const zone = await runCli(['cron', '* * * * * *', '--tz', 'Mars/Base', '--', 'true']);
     expect(zone.code).to.equal(2);
     expect(zone.stderr).to.match(/unknown time zone/);
+  });
+
+  it('wait --ntp: synchronizes to a real chronyd first, then fires with a measured error bound', async function () {
+    if (!haveChronyd()) this.skip();
+    const server = await startChronydServer();
+    try {
+      const result = await runCli(['wait', '+500ms', '--ntp', `${server.host}:${server.port}`, '--sync-timeout', '15s', '--json', '--verbose'], { timeoutMs: 25_000 });
+      expect(result.code, result.stderr).to.equal(0);
+      expect(result.stderr).to.match(/synchronized to 127\.0\.0\.1/);
+      const [report] = lines(result.stdout);
+      // One machine: chronyd serves the same clock, so the measured bound is small and finite.
+      expect(report!.errorBoundNs).to.be.a('number').and.lessThan(50_000_000);
+      expect(report!.errorBoundNs).to.not.equal(1_000_000); // not the system-clock assumption
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('--ntp to a server that never answers: a clear failure (exit 1), not a hang', async () => {
+    const result = await runCli(['at', '+1s', '--ntp', '127.0.0.1:9', '--sync-timeout', '2s', '--', 'true'], { timeoutMs: 15_000 });
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.match(/not synchronized within 2000 ms/);
   });
 });
