@@ -1,70 +1,17 @@
 import { expect } from 'chai';
-import { createSocket } from 'node:dgram';
-import { NtpServer, LOCAL_REFID, type NtpServerOptions } from '../../src/ntp/server.js';
+import { LOCAL_REFID } from '../../src/ntp/server.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { realClock, SimulatedClock } from '../../src/time/clock.js';
-import { decodePacket, encodePacket, asciiRefId, type NtpPacket } from '../../src/ntp/packet.js';
-import { ntpToUnixNs, unixNsToNtp } from '../../src/ntp/timestamp.js';
+import { decodePacket, encodePacket, asciiRefId } from '../../src/ntp/packet.js';
+import { ntpToUnixNs } from '../../src/ntp/timestamp.js';
 import { haveChronyd } from '../support/chronyd.js';
 import { chronydQuery } from '../support/ntp-clients.js';
+import { startServer, exchange, clientRequest, WARM_UP_MS } from '../support/ntp-server.js';
 
 /** The issue's bound on loopback: our time, as chronyd measures it, within 50 µs of truth. */
 const LOOPBACK_BOUND_SECONDS = 50e-6;
 /** Noisy shared machine: a measurement may be disturbed, so up to this many tries. */
 const ATTEMPTS = 3;
-
-export function systemTimescale(): Timescale {
-  return new Timescale(realClock(), { trustRawClock: { errorBoundNs: 1_000_000 } });
-}
-
-export async function startServer(options: Partial<NtpServerOptions> = {}): Promise<{ server: NtpServer; port: number }> {
-  const server = new NtpServer({ timescale: systemTimescale(), port: 0, bind: '127.0.0.1', ...options });
-  const { port } = await server.start();
-  return { server, port };
-}
-
-export function clientRequest(overrides: Partial<NtpPacket> = {}): NtpPacket {
-  return {
-    leap: 0,
-    version: 4,
-    mode: 3,
-    stratum: 0,
-    poll: 6,
-    precision: -20,
-    rootDelaySeconds: 0,
-    rootDispersionSeconds: 0,
-    referenceId: 0,
-    referenceTime: 0n,
-    originTime: 0n,
-    receiveTime: 0n,
-    transmitTime: unixNsToNtp(realClock().nowNs()),
-    extensions: [],
-    ...overrides,
-  };
-}
-
-/** Sends datagrams from one socket and collects every reply for `waitMs`. */
-export async function exchange(
-  port: number,
-  datagrams: Buffer[],
-  options: { waitMs?: number; host?: string; from?: string } = {},
-): Promise<Buffer[]> {
-  const host = options.host ?? '127.0.0.1';
-  const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  const replies: Buffer[] = [];
-  socket.on('message', (msg) => replies.push(msg));
-  await new Promise<void>((resolve) => socket.bind(0, options.from ?? (host.includes(':') ? '::1' : '127.0.0.1'), resolve));
-  try {
-    for (const d of datagrams) socket.send(d, port, host);
-    await new Promise((r) => setTimeout(r, options.waitMs ?? 300));
-    return replies;
-  } finally {
-    socket.close();
-  }
-}
-
-/** The server measures its own receive/send latency for a second or so after start (rxlatency.ts); a long-running hub always has. */
-export const WARM_UP_MS = 1200;
 
 async function measure(port: number, extra: Partial<Parameters<typeof chronydQuery>[0]> = {}) {
   await new Promise((r) => setTimeout(r, WARM_UP_MS));
