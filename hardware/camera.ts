@@ -140,6 +140,8 @@ export class CameraActuator implements Actuator {
     }
     this.released = false;
     await this.start();
+    // Signal 0 checks the process exists and delivers nothing: it runs process.kill()'s code once before the instant.
+    for (let i = 0; i < 3; i++) if (this.child?.pid !== undefined) process.kill(this.child.pid, 0);
   }
 
   private async start(): Promise<void> {

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
 import { findExecutable, probe } from './executables.js';
-import { GPIO_GROUP_HINT } from './sysfs-gpio.js';
+import { GPIO_GROUP_HINT, WARM_UP_FIRES } from './sysfs-gpio.js';
 
 const PROMPT = 'gpioset> ';
 /** Requesting a line takes milliseconds; a gpioset that says nothing for this long is stuck. */
@@ -180,6 +180,8 @@ export class GpiodGpio implements Actuator {
       this.closeFifo();
       throw error;
     }
+    // The line is at 0 already: these change nothing but run fire()'s code once before the first real edge.
+    for (let i = 0; i < WARM_UP_FIRES; i++) this.fire(0n, { level: 0 });
   }
 
   private closeFifo(): void {

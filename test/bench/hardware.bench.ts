@@ -21,7 +21,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { SysfsGpio } from '../../hardware/sysfs-gpio.js';
+import { SysfsGpio, WARM_UP_FIRES } from '../../hardware/sysfs-gpio.js';
 import { GpiodGpio } from '../../hardware/gpiod.js';
 import { CameraActuator } from '../../hardware/camera.js';
 import { findExecutable } from '../../hardware/executables.js';
@@ -129,6 +129,9 @@ async function benchGpioset(pathEnv: string): Promise<{ fire: Stats; delivered: 
   } finally {
     delete process.env.STANDIN_QUIET;
   }
+  // Let the warm-up commands of prepare() be acknowledged first.
+  const deadline = Date.now() + ACK_TIMEOUT_MS;
+  while (gpio.acknowledged < 1 + WARM_UP_FIRES && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
   const reports = new Reports(/gpioset> (\d+)/);
   gpio.onOutput = (chunk) => reports.feed(chunk);
   const readAt = reports.at;

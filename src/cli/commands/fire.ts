@@ -192,6 +192,10 @@ export const command: Command = {
     if (values.at === undefined) throw new UsageError('--at WHEN is required (e.g. --at +2s, --at 12:00:00)');
     const ifPast = (values['if-past'] ?? 'reject') as PastPolicy;
     if (!['reject', 'skip', 'fire-late'].includes(ifPast)) throw new UsageError(`--if-past takes reject, skip or fire-late, not '${values['if-past']}'`);
+    // A reader that went away (`| head -1`) must not crash a train in progress: stop writing, keep firing.
+    process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
     const err = (line: string) => process.stderr.write(`lockstep fire: ${line}\n`);
     const say = (line: string) => values.quiet || err(line);
     const options = hardwareOptions(values, (m) => err(m));
