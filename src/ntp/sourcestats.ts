@@ -18,7 +18,8 @@
  * the legs unknown to us. If the excess e = delay − minDelay splits uniformly,
  * the error is uniform on ±e/2: variance e²/12. So
  *     σᵢ² = σ0² + eᵢ²/12,  wᵢ = 1/σᵢ²
- * where σ0 is the noise floor of a sample that crossed an idle network.
+ * where σ0 is the noise floor of a sample that crossed an idle network
+ * (measured from the quietest samples' residuals, see QUIET_FRACTION).
  * This weights the rare quiet samples of a Wi-Fi link far more than chrony's
  * milder (1 + excess/sd)² (which suits its longer polls): over a relay with
  * exponential jitter almost all the information is in the few quiet samples.
@@ -38,7 +39,16 @@ import type { Sample } from './source.js';
 export const MAX_SAMPLES = 256;
 /** Fewer than this and the runs test cannot tell noise from a bend (chrony's default minsamples is 6). */
 export const MIN_SAMPLES = 6;
-/** Noise floor of a sample: reading process.hrtime, NTP's 2^-32 s rounding, scheduling (1 µs). */
+/**
+ * The noise floor σ0 is measured, not assumed: on loopback it is a few µs,
+ * through a Wi-Fi-like relay (whose timers tick in whole ms) it is ~0.5 ms,
+ * and weighting quiet samples as if they were exact would make the estimate
+ * hop from one lucky sample to the next. The quietest QUIET_FRACTION of the
+ * window gives it, after NOISE_FLOOR_PASSES refits.
+ */
+const QUIET_FRACTION = 0.25;
+const NOISE_FLOOR_PASSES = 2;
+/** Smallest noise floor of a sample: reading process.hrtime, NTP's 2^-32 s rounding, scheduling (1 µs). */
 const BASE_SD_NS = 1_000;
 /** ...plus this fraction of the minimum delay: a longer path has more room for fixed asymmetry. */
 const SD_PER_MIN_DELAY = 0.01;
@@ -299,7 +309,7 @@ export class SourceStats {
     const all = this.samples;
     const newest = all[all.length - 1]!;
     let start = 0;
-    let chosen: { fit: RegressionResult; start: number } | undefined;
+    let chosen: { fit: RegressionResult & { sd0: number }; start: number } | undefined;
     for (;;) {
       const fit = this.fit(start);
       chosen = { fit, start };
@@ -322,33 +332,48 @@ export class SourceStats {
       frequencySdPpm: fit.slopeSd / 1e3,
       samples: window.length,
       minDelayNs,
-      noiseSdNs: baseSd(minDelayNs) * Math.sqrt(fit.scale),
+      noiseSdNs: fit.sd0 * Math.sqrt(fit.scale),
       asymmetry: fit.covariateCoefficient,
     };
   }
 
-  private fit(start: number): RegressionResult {
+  private fit(start: number): RegressionResult & { sd0: number } {
     const window = this.samples.slice(start);
     const raw0 = window[0]!.rawNs;
     const offset0 = window[0]!.offsetNs;
     const minDelayNs = minDelay(window);
-    const sd0 = baseSd(minDelayNs);
     const x = window.map((s) => Number(s.rawNs - raw0) / 1e9);
     const y = window.map((s) => Number(s.offsetNs - offset0));
-    const w = window.map((s) => {
-      const excess = s.delayNs - minDelayNs;
-      return 1 / (sd0 * sd0 + (excess * excess) / 12);
-    });
     const z = window.map((s) => s.delayNs - minDelayNs);
-    // Slope in ns/s (ppb): the prior's SD in the same unit. The covariate is the delay excess (asymmetry).
-    return weightedRegression(
-      x,
-      y,
-      w,
-      x[x.length - 1]!,
-      { value: 0, sd: PRIOR_FREQUENCY_SD_PPM * 1e3 },
-      { z, prior: { value: 0, sd: PRIOR_ASYMMETRY_SD }, min: -MAX_ASYMMETRY, max: MAX_ASYMMETRY },
-    );
+    // The quiet quarter of the samples (least excess) measures the noise floor σ0.
+    const quietCut = [...z].sort((a, b) => a - b)[Math.floor(z.length * QUIET_FRACTION)]!;
+    let sd0 = baseSd(minDelayNs);
+    let fit: RegressionResult | undefined;
+    for (let pass = 0; pass <= NOISE_FLOOR_PASSES; pass++) {
+      const w = z.map((e) => 1 / (sd0 * sd0 + (e * e) / 12));
+      // Slope in ns/s (ppb): the prior's SD in the same unit. The covariate is the delay excess (asymmetry).
+      fit = weightedRegression(
+        x,
+        y,
+        w,
+        x[x.length - 1]!,
+        { value: 0, sd: PRIOR_FREQUENCY_SD_PPM * 1e3 },
+        { z, prior: { value: 0, sd: PRIOR_ASYMMETRY_SD }, min: -MAX_ASYMMETRY, max: MAX_ASYMMETRY },
+      );
+      if (pass === NOISE_FLOOR_PASSES || window.length < MIN_SAMPLES) break;
+      let sumResidual2 = 0;
+      let sumExcess2 = 0;
+      let n = 0;
+      for (let i = 0; i < z.length; i++) {
+        if (z[i]! > quietCut) continue;
+        sumResidual2 += fit.residuals[i]! ** 2;
+        sumExcess2 += z[i]! ** 2 / 12;
+        n++;
+      }
+      // What the quiet samples scatter beyond their excess is the floor.
+      sd0 = Math.sqrt(Math.max(baseSd(minDelayNs) ** 2, (sumResidual2 - sumExcess2) / n));
+    }
+    return { ...fit!, sd0 };
   }
 }
 
