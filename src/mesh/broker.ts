@@ -30,8 +30,12 @@ export interface BrokerOptions {
   /** Default: a free port chosen by the OS. */
   port?: number;
   host?: string;
-  /** Extra mosquitto.conf lines (an ACL file, password file). Anonymous access stays on unless a line says otherwise. */
+  /** Extra mosquitto.conf lines (an acl_file, a password_file). */
   extraConfig?: string[];
+  /** Default true; false requires user names (with a password_file in extraConfig). */
+  allowAnonymous?: boolean;
+  /** TLS on the listener (PEM files): clients then use mqtts://. */
+  tls?: { cafile: string; certfile: string; keyfile: string };
   /** The mosquitto binary (default: found on PATH or in /usr/sbin). */
   binary?: string;
 }
@@ -93,7 +97,7 @@ export class PrivateBroker {
   }
 
   get url(): string {
-    return `mqtt://${this.host}:${this.port}`;
+    return `${this.options.tls ? 'mqtts' : 'mqtt'}://${this.host}:${this.port}`;
   }
 
   get pid(): number | undefined {
@@ -117,8 +121,11 @@ export class PrivateBroker {
     const conf = join(this.dir, 'mosquitto.conf');
     const lines = [
       `listener ${this.port} ${this.host}`,
-      'allow_anonymous true',
+      `allow_anonymous ${this.options.allowAnonymous === false ? 'false' : 'true'}`,
+      ...(this.options.tls ? [`cafile ${this.options.tls.cafile}`, `certfile ${this.options.tls.certfile}`, `keyfile ${this.options.tls.keyfile}`] : []),
       'persistence false',
+      // Mosquitto leaves Nagle on by default: triggers and acks would wait up to 40 ms for delayed ACKs.
+      'set_tcp_nodelay true',
       'log_dest stdout',
       'log_type error',
       'log_type warning',

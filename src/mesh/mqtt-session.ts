@@ -130,6 +130,7 @@ export class MqttSession {
     this.client = mqtt.connect(options.url, buildClientOptions(options));
     this.client.on('connect', () => {
       this.counters.connects++;
+      this.disableNagle();
       for (const l of [...this.connectListeners]) l();
     });
     this.client.on('offline', () => {
@@ -150,6 +151,21 @@ export class MqttSession {
         }
       }
     });
+  }
+
+  /**
+   * mqtt.js leaves Nagle's algorithm on: a small publish (an ack) that follows
+   * another not yet acknowledged by TCP waits for the peer's delayed ACK,
+   * 40 ms on Linux. Triggers and acks are latency-bound: send at once.
+   */
+  private disableNagle(): void {
+    const stream = (this.client as unknown as { stream?: { setNoDelay?: (on: boolean) => void; socket?: { setNoDelay?: (on: boolean) => void } } }).stream;
+    try {
+      if (stream?.setNoDelay) stream.setNoDelay(true);
+      else stream?.socket?.setNoDelay?.(true); // TLS: the TCP socket under the TLS stream
+    } catch {
+      /* not a TCP stream (WebSocket): nothing to do */
+    }
   }
 
   get connected(): boolean {
