@@ -1,0 +1,73 @@
+/**
+ * Load generator for the NTP server benchmark, run as a SEPARATE process
+ * (node ntp-loadgen.js HOST PORT SECONDS [WINDOW] [MAX_REQUESTS]) so that the
+ * server's event loop is not shared with its load.
+ *
+ * Closed loop with a bounded window: at most WINDOW requests are in flight;
+ * each reply releases one more. A refill every REFILL_MS replaces requests
+ * that got no reply (drops), so the load never stalls and never runs away.
+ * Bounded in time (SECONDS) and in count (MAX_REQUESTS). Prints one JSON line:
+ * { sent, received, valid, seconds }.
+ */
+import { createSocket } from 'node:dgram';
+
+const [host = '127.0.0.1', portText = '123', secondsText = '5', windowText = '128', maxText = '2000000'] = process.argv.slice(2);
+const port = Number(portText);
+const durationMs = Number(secondsText) * 1000;
+const window = Number(windowText);
+const maxRequests = Number(maxText);
+/** Lost requests are replaced this often. */
+const REFILL_MS = 20;
+
+const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+const template = Buffer.alloc(48);
+template[0] = (4 << 3) | 3; // NTPv4, client mode
+
+let sent = 0;
+let received = 0;
+let valid = 0;
+let inFlight = 0;
+let running = true;
+const start = process.hrtime.bigint();
+let lastProgress = 0;
+
+function sendOne(): void {
+  if (!running || sent >= maxRequests) return;
+  const buf = Buffer.from(template);
+  buf.writeUInt32BE(sent >>> 0, 40); // transmit: a sequence number, echoed as origin
+  buf.writeUInt32BE(0x5a5a5a5a, 44);
+  socket.send(buf, port, host);
+  sent++;
+  inFlight++;
+}
+
+socket.on('message', (msg) => {
+  received++;
+  inFlight = Math.max(0, inFlight - 1);
+  if (msg.length === 48 && (msg[0]! & 7) === 4 && msg.readUInt32BE(28) === 0x5a5a5a5a) valid++;
+  sendOne();
+});
+
+socket.bind(0, () => {
+  try {
+    socket.setRecvBufferSize(1 << 20);
+  } catch {
+    /* kernel limit */
+  }
+  for (let i = 0; i < window; i++) sendOne();
+  const refill = setInterval(() => {
+    if (received === lastProgress) inFlight = 0; // everything outstanding is lost: start a new window
+    lastProgress = received;
+    while (inFlight < window && running && sent < maxRequests) sendOne();
+  }, REFILL_MS);
+  setTimeout(() => {
+    running = false;
+    clearInterval(refill);
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    // Let the last replies land before reporting.
+    setTimeout(() => {
+      process.stdout.write(JSON.stringify({ sent, received, valid, seconds }) + '\n');
+      socket.close();
+    }, 100);
+  }, durationMs);
+});
