@@ -5,7 +5,7 @@ export class InstantPassed extends Error {
   constructor(readonly plannedNs: bigint, readonly nowNs: bigint) {
     super(
       `instant ${formatUtcNs(plannedNs)} passed ${((Number(nowNs - plannedNs)) / 1e6).toFixed(3)} ms ago ` +
-        `(now ${formatUtcNs(nowNs)}); pick a later instant or use ifPast 'fire-late' / 'skip'`,
+        `(now ${formatUtcNs(nowNs)}); pick a later instant, or say what to do with a passed one (ifPast / --if-past)`,
     );
     this.name = 'InstantPassed';
   }

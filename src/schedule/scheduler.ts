@@ -105,6 +105,10 @@ export interface SchedulerStats {
   fires: number;
   skips: number;
   coarseWakes: number;
+  /** Coarse timer wakes that came after the deadline (the coarse margin was too short, or the process stalled). */
+  lateWakes: number;
+  /** Precise sleeps that overslept the deadline (the spin margin was too short, or the CPU was busy). */
+  lateSleeps: number;
   /** Wall time spent busy-waiting (CPU burnt), summed over all tails. */
   spinNs: number;
   /** Wall time spent blocked in the precise sleep (no CPU). */
@@ -177,7 +181,7 @@ interface SchedulerState {
   readonly fireListeners: Set<(r: FireReport) => void>;
   readonly skipListeners: Set<(r: SkipReport) => void>;
   readonly errorListeners: Set<ErrorListener>;
-  readonly stats: { fires: number; skips: number; coarseWakes: number; spinNs: number; sleepNs: number };
+  readonly stats: { fires: number; skips: number; coarseWakes: number; lateWakes: number; lateSleeps: number; spinNs: number; sleepNs: number };
 }
 
 // ---------------------------------------------------------------- the loop
@@ -212,6 +216,7 @@ function onWake(state: SchedulerState): void {
   if (head === undefined) return;
   const nowRaw = state.timescale.clock.nowNs();
   const missed = nowRaw > state.timescale.rawAt(head.keyNs);
+  if (missed) state.stats.lateWakes++;
   state.coarse.record(Number(nowRaw - state.timerWakeRawNs), missed);
   runTail(state);
 }
@@ -246,6 +251,7 @@ function runTail(state: SchedulerState): void {
         timers.sleepNs(Number(targetRaw - sleepFromRaw));
         const afterRaw = clock.nowNs();
         state.stats.sleepNs += Number(afterRaw - sleepFromRaw);
+        if (afterRaw > deadlineRaw) state.stats.lateSleeps++;
         state.spin.record(Number(afterRaw - targetRaw), afterRaw > deadlineRaw);
       }
       state.stats.spinNs += spinAndFire(state, group, deadlineRaw);
@@ -446,7 +452,7 @@ export class Scheduler {
       fireListeners: new Set(),
       skipListeners: new Set(),
       errorListeners: new Set(),
-      stats: { fires: 0, skips: 0, coarseWakes: 0, spinNs: 0, sleepNs: 0 },
+      stats: { fires: 0, skips: 0, coarseWakes: 0, lateWakes: 0, lateSleeps: 0, spinNs: 0, sleepNs: 0 },
     };
     const state = this.state;
     // A slew or step moves every raw deadline: arm the head again (the tail recomputes its own).

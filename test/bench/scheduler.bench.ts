@@ -15,7 +15,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, setPriority } from 'node:os';
 import { realClock } from '../../src/time/clock.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
@@ -27,6 +27,8 @@ const MEAN_SPACING_MS = 25;
 const LEAD_MS = 1500;
 /** The shell loop waits for one instant at a time: it takes every SHELL_STRIDE-th (≥ 100 ms apart on average). */
 const SHELL_STRIDE = 4;
+/** Part 3: how many of the instants lockstep fires alone (twice: nice 0, nice −10). */
+const ALONE_INSTANTS = 800;
 /** Part 2. */
 const SCALE_JOBS = 100_000;
 const SCALE_PROBES = 300;
@@ -53,7 +55,8 @@ function quantiles(latenessNs: number[]): Quantiles {
 
 // ------------------------------------------------------------ child processes
 
-async function childLockstep(instants: bigint[]): Promise<unknown> {
+async function childLockstep(instants: bigint[], nice = false): Promise<unknown> {
+  if (nice) setPriority(-10); // what Nice=-10 in the systemd unit does (we are root here)
   const timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: 0 } });
   const scheduler = new Scheduler({ timescale });
   const clock = realClock();
@@ -147,6 +150,7 @@ async function childMain(mode: string): Promise<void> {
   const instants = (process.env.LOCKSTEP_BENCH_INSTANTS ?? '').split(',').filter(Boolean).map((s) => BigInt(s));
   const result =
     mode === 'lockstep' ? await childLockstep(instants)
+    : mode === 'lockstep-nice' ? await childLockstep(instants, true)
     : mode === 'timeout' ? await childTimeout(instants)
     : mode === 'shell' ? await childShell(instants)
     : await childScale();
@@ -197,13 +201,21 @@ export async function run(): Promise<unknown> {
   ]);
   console.log(`part 2: ${SCALE_JOBS} pending jobs...`);
   const scale = await runChild('scale', [], ['--expose-gc']);
+  // Part 3: lockstep alone (no competitor firing at the same instants), at nice 0 and at nice −10.
+  const alone = instants.slice(0, ALONE_INSTANTS).map((x) => x - instants[0]! + realClock().nowNs() + BigInt(LEAD_MS) * 1_000_000n);
+  console.log(`part 3: lockstep alone on ${ALONE_INSTANTS} of the same instants (shifted), at nice 0 then nice −10...`);
+  const solo = await runChild('lockstep', alone);
+  const aloneNice = alone.map((x) => x - alone[0]! + realClock().nowNs() + BigInt(LEAD_MS) * 1_000_000n);
+  const nice = await runChild('lockstep-nice', aloneNice).catch((error: Error) => ({ error: error.message, lateness: [] as number[] }));
 
   const ql = quantiles(lockstep.lateness as number[]);
   const qr = quantiles(lockstep.reported as number[]);
   const qt = quantiles(timeout.lateness as number[]);
   const qs = quantiles(shell.lateness as number[]);
   const qscale = quantiles(scale.lateness as number[]);
-  const stats = lockstep.stats as { fires: number; spinNs: number; sleepNs: number; coarseMarginNs: number; spinMarginNs: number };
+  const qnice = quantiles(nice.lateness as number[]);
+  const qsolo = quantiles(solo.lateness as number[]);
+  const stats = lockstep.stats as { fires: number; spinNs: number; sleepNs: number; coarseMarginNs: number; spinMarginNs: number; lateWakes: number; lateSleeps: number };
   const spinPerFireNs = stats.spinNs / stats.fires;
   const cpuPerFireNs = ((lockstep.cpuUs as number) * 1000) / stats.fires;
   const timeoutCpuPerFireNs = ((timeout.cpuUs as number) * 1000) / qt.n;
@@ -213,7 +225,9 @@ export async function run(): Promise<unknown> {
     ['lockstep (its report)', qr, 'FireReport.latenessNs: clock read just before the call'],
     ['plain setTimeout', qt, `CPU ${fmt(timeoutCpuPerFireNs)}/fire`],
     ['shell date/sleep 0.05', qs, 'forks date every 50 ms'],
-    [`lockstep, ${SCALE_JOBS / 1000}k pending`, qscale, ''],
+    [`lockstep, ${SCALE_JOBS / 1000}k pending`, qscale, 'part 2'],
+    ['lockstep alone', qsolo, 'part 3: no competitor at the same instants'],
+    ['lockstep alone, nice −10', qnice, 'part 3: as with Nice=-10 in the systemd unit'],
   ];
   console.log('');
   console.log(`lateness (actual − planned; negative = early)   machine: ${cpus().length} cores, SHARED with other helpers' builds and tests, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
@@ -223,7 +237,7 @@ export async function run(): Promise<unknown> {
   }
   const ratioP99 = qt.p99 / Math.max(ql.p99, 1);
   console.log('');
-  console.log(`learnt margins: coarse ${fmt(stats.coarseMarginNs)}, spin ${fmt(stats.spinMarginNs)}; setTimeout p99 / lockstep p99 = ${ratioP99.toFixed(0)}×`);
+  console.log(`learnt margins: coarse ${fmt(stats.coarseMarginNs)}, spin ${fmt(stats.spinMarginNs)}; coarse wakes after the deadline ${stats.lateWakes}, sleeps past it ${stats.lateSleeps} (of ${stats.fires}); setTimeout p99 / lockstep p99 = ${ratioP99.toFixed(0)}×`);
   console.log(`scale: arm ${fmt(scale.armNsPerJob as number)}/job, cancel ${fmt(scale.cancelNsPerJob as number)}/job, RSS growth ${(scale.rssGrowthMB as number).toFixed(1)} MB for ${SCALE_JOBS} jobs${scale.gcAvailable ? '' : ' (no gc: approximate)'}`);
 
   const targets = {
@@ -243,6 +257,8 @@ export async function run(): Promise<unknown> {
     machine: { cores: cpus().length, shared: true, loadBefore: load0, loadAfter: loadavg() },
     instants: INSTANTS,
     lockstep: { lateness: ql, reportedLateness: qr, ...strip(lockstep), spinPerFireNs, cpuPerFireNs },
+    lockstepAlone: { lateness: qsolo, ...strip(solo) },
+    lockstepAloneNice: { lateness: qnice, ...strip(nice) },
     setTimeout: { lateness: qt, cpuPerFireNs: timeoutCpuPerFireNs },
     shell: { lateness: qs },
     scale: { lateness: qscale, ...strip(scale) },
