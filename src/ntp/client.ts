@@ -232,7 +232,8 @@ export class NtpClient {
       s.refId = formatRefId(last.refId, last.stratum);
     }
     if (est) s.frequencyPpm = est.frequencyPpm;
-    const error = r.source.dropped ?? r.resolveError ?? r.source.lastError;
+    const silent = r.source.reach === 0 && r.source.polls >= 2 ? `no valid reply to the last ${Math.min(r.source.polls, REACH_BITS)} polls` : undefined;
+    const error = r.source.dropped ?? r.resolveError ?? r.source.lastError ?? silent;
     if (error) s.lastError = error;
     return s;
   }

@@ -83,6 +83,8 @@ export const DEFAULT_BURST_POLLS = 4;
 export const DEFAULT_BURST_INTERVAL_SECONDS = 0.25;
 /** This many stable samples in a row and the poll interval doubles. */
 const STABLE_SAMPLES_TO_BACK_OFF = 4;
+/** A KoD RATE may push the interval up to this even when maxPoll is shorter (17 min). */
+const RATE_BACKOFF_CAP_SECONDS = 1024;
 /** A sample this many times further than expected from the prediction: poll faster again. */
 const UNSTABLE_FACTOR = 4;
 
@@ -138,15 +140,20 @@ export class PollSchedule {
     }
     if (++this.stableRun >= STABLE_SAMPLES_TO_BACK_OFF) {
       this.stableRun = 0;
-      this.interval = Math.min(this.maxPollSeconds, this.interval * 2);
+      this.interval = Math.max(this.interval, Math.min(this.maxPollSeconds, this.interval * 2));
     }
   }
 
-  /** KoD RATE: the server asks us to poll less often; never go back below the new interval. */
+  /**
+   * KoD RATE: the server asks us to poll less often. Honoured even beyond
+   * maxPoll (the server's load outranks our wish), and we never go back
+   * below the new interval.
+   */
   backOff(): void {
     this.burstLeft = 0;
     this.stableRun = 0;
-    this.interval = Math.min(this.maxPollSeconds, Math.max(this.interval * 2, this.minPollSeconds * 2));
+    const cap = Math.max(this.maxPollSeconds, RATE_BACKOFF_CAP_SECONDS);
+    this.interval = Math.min(cap, Math.max(this.interval * 2, this.minPollSeconds * 2));
     this.floorSeconds = this.interval;
   }
 }
