@@ -371,7 +371,8 @@ export class MeshNode {
     const run = scheduleAction(this.o.scheduler, action, trigger.startNs, actuator, {
       tag: trigger.id,
       ifPast: 'skip',
-      notBeforeNs: ts.nowNs() + (this.o.minLeadNs ?? DEFAULT_MIN_LEAD_NS),
+      // Whole pulses only: a late joiner starts with an on-edge, never with the off-edge of a pulse it missed.
+      notBeforeNs: plan.firstNs,
       onFire: (report) => this.onFire(trigger, report),
     });
     this.running.set(trigger.id, { trigger, pending, run });

@@ -212,6 +212,32 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     for (const r of reports.filter((x) => x.triggerId === t.id)) expect(Math.abs(r.latenessNs)).to.be.lessThan(50_000_000);
   });
 
+  it('a node that connects during a retained train joins it in phase; a cancel stops it', async () => {
+    const period = 200_000_000n;
+    const t = trigger({ startNs: nowNs() + 300_000_000n, nodes: ['late1'], action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: Number(period), count: 'forever' } });
+    await watcher.publish(topics.trigger, JSON.stringify(toWire(t)), { retain: true });
+    await new Promise((r) => setTimeout(r, 1200)); // the train has been running for ~5 pulses
+    startNode('late1', ['--system-clock']);
+    await waitFor(() => acks.some((a) => a.node === 'late1' && a.triggerId === t.id), 10_000, 'ack of the retained trigger');
+    const ack = acks.find((a) => a.node === 'late1' && a.triggerId === t.id)!;
+    expect(ack.status).to.equal('scheduled');
+    expect(ack.firstIndex).to.be.greaterThan(3);
+    await waitFor(() => reports.filter((r) => r.node === 'late1' && r.triggerId === t.id).length >= 4, 10_000, 'reports of the late joiner');
+    for (const r of reports.filter((x) => x.node === 'late1' && x.triggerId === t.id)) {
+      const offset = (r.plannedNs - t.startNs) % period;
+      expect(offset === 0n || offset === 50_000_000n, `edge ${r.index} in phase`).to.equal(true);
+      expect(r.index).to.be.at.least(ack.firstIndex!);
+    }
+    await watcher.publish(topics.trigger, '', { retain: true }); // clear the retained trigger
+    const cancel = { v: 1, type: 'cancel', id: `c-${Date.now()}`, issuedNs: nowNs().toString(), expiresNs: (nowNs() + 10_000_000_000n).toString(), triggerId: t.id };
+    await watcher.publish(topics.cancel, JSON.stringify(cancel));
+    await waitFor(() => acks.some((a) => a.node === 'late1' && a.triggerId === t.id && a.status === 'cancelled'), 5000, 'cancel ack');
+    await new Promise((r) => setTimeout(r, 300));
+    const count = reports.filter((r) => r.node === 'late1' && r.triggerId === t.id).length;
+    await new Promise((r) => setTimeout(r, 600));
+    expect(reports.filter((r) => r.node === 'late1' && r.triggerId === t.id).length, 'no fires after the cancel').to.equal(count);
+  });
+
   it('the readiness gate holds a trigger while a node is unsynchronized, and names it', async () => {
     startNode('gate-ok', ['--system-clock']);
     startNode('gate-lag', ['--ntp', '127.0.0.1:9']); // nothing answers there: never synchronized

@@ -28,7 +28,12 @@ everything it started, also on Ctrl-C.
   --blinks N           blinks in the train (default 10)
   --ready-within DUR   error bound every node must reach first (default 1ms; 10ms with --wifi, where an honest
                        NTP bound includes half the relay's round trip)
+  --nice N             node process priority (default -5 as in the systemd unit; best effort,
+                       0 to leave it): their spin tails then keep the core on a busy machine
   --json               the result as one JSON object on stdout`;
+
+/** As hardware/lockstep-node.service: a little priority for the spin tail. */
+const DEFAULT_DEMO_NICE = -5;
 
 export const command: Command = {
   help,
@@ -39,6 +44,7 @@ export const command: Command = {
       blinks: { type: 'string' },
       'ready-within': { type: 'string' },
       json: { type: 'boolean' },
+      nice: { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const nodes = values.nodes ? numberOption('nodes', values.nodes, { min: 1, max: 50, integer: true }) : 10;
@@ -49,7 +55,8 @@ export const command: Command = {
       if (!values.json) process.stderr.write(`${line}\n`);
     };
 
-    const cluster = new Cluster({ nodes, wifi });
+    const nice = values.nice === undefined ? DEFAULT_DEMO_NICE : numberOption('nice', values.nice, { min: -20, max: 19, integer: true });
+    const cluster = new Cluster({ nodes, wifi, nice });
     let interrupted = false;
     const onSignal = () => {
       interrupted = true;

@@ -32,6 +32,8 @@ export interface ClusterOptions {
   /** Max |simulated offset|, s, and |drift|, ppm (spread evenly, deterministic). */
   maxOffsetSeconds?: number;
   maxDriftPpm?: number;
+  /** Node process priority (best effort; see lockstep node --nice). */
+  nice?: number;
   /** Extra arguments for every node (e.g. --keys FILE). */
   nodeArgs?: string[];
   keys?: KeyRing;
@@ -172,6 +174,7 @@ export class Cluster {
       `--sim-offset=${spec.offsetSeconds}`,
       `--sim-drift=${spec.driftPpm}`,
       '--state-file', spec.stateFile,
+      ...(this.o.nice !== undefined ? [`--nice=${this.o.nice}`] : []),
       ...(this.o.nodeArgs ?? []),
     ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
