@@ -40,9 +40,10 @@ export const EARLY_WAKE_ALLOWANCE_NS = 2_000_000;
 /**
  * Coarse timer margin: setTimeout on this 2-core shared machine is ~0.5–1.5 ms
  * late, p99 ~2 ms; 1 ms is not enough, 4 ms is safe to start with. The stage
- * after it blocks without CPU, so a generous margin costs only event-loop time.
+ * after it blocks without CPU, so a generous margin costs only event-loop time —
+ * but that is time no I/O is served (an MQTT ack waits), hence the 20 ms cap.
  */
-export const DEFAULT_COARSE_MARGIN: MarginOptions = { initialNs: 4_000_000, minNs: 1_500_000, maxNs: 50_000_000 };
+export const DEFAULT_COARSE_MARGIN: MarginOptions = { initialNs: 4_000_000, minNs: 1_500_000, maxNs: 20_000_000 };
 /**
  * Spin margin: Atomics.wait oversleeps ~90 µs here (the kernel's 50 µs timer
  * slack plus wake-up), p99 ~150–270 µs. Start at 400 µs, learn p95, stay ≤ 1 ms:
