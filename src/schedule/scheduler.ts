@@ -247,15 +247,21 @@ function runTail(state: SchedulerState): void {
       first = false;
       const group = prepareGroup(state, head.keyNs, deadlineRaw, nowRaw);
       const sleepFromRaw = clock.nowNs();
+      let oversleepNs: number | undefined;
       if (deadlineRaw - sleepFromRaw > BigInt(Math.round(state.spin.ns))) {
         const targetRaw = deadlineRaw - BigInt(Math.round(state.spin.ns));
         timers.sleepNs(Number(targetRaw - sleepFromRaw));
         const afterRaw = clock.nowNs();
         state.stats.sleepNs += Number(afterRaw - sleepFromRaw);
-        if (afterRaw > deadlineRaw) state.stats.lateSleeps++;
-        state.spin.record(Number(afterRaw - targetRaw), afterRaw > deadlineRaw);
+        oversleepNs = Number(afterRaw - targetRaw);
       }
       state.stats.spinNs += spinAndFire(state, group, deadlineRaw);
+      // Learning sorts the recent samples: after the instant, not in the spin margin.
+      if (oversleepNs !== undefined) {
+        const pastDeadline = oversleepNs > state.spin.ns;
+        if (pastDeadline) state.stats.lateSleeps++;
+        state.spin.record(oversleepNs, pastDeadline);
+      }
       finishGroup(state, group);
     }
   } finally {
