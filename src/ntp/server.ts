@@ -32,6 +32,8 @@ export interface UpstreamInfo {
   refId: number;
   rootDelaySeconds: number;
   rootDispersionSeconds: number;
+  /** 3 when the source itself is not synchronized (e.g. the local chronyd says so): we then serve leap 3 too. */
+  leap?: number;
 }
 
 export interface NtpServerOptions {
@@ -283,7 +285,8 @@ export class NtpServer {
     const errorBoundSeconds = errorBoundNs / 1e9;
     const lastRaw = this.timescale.lastEstimateRawNs;
     const referenceTimeNs = lastRaw !== undefined ? this.timescale.utcAt(lastRaw) : this.startUtcNs;
-    if (!this.timescale.synchronized || !(errorBoundSeconds <= MAX_TRUSTWORTHY_ERROR_SECONDS)) {
+    const up = this.upstream?.();
+    if (!this.timescale.synchronized || !(errorBoundSeconds <= MAX_TRUSTWORTHY_ERROR_SECONDS) || up?.leap === LEAP_UNSYNCHRONIZED) {
       return {
         leap: LEAP_UNSYNCHRONIZED,
         stratum: STRATUM_UNSYNCHRONIZED,
@@ -294,7 +297,6 @@ export class NtpServer {
         referenceTimeNs: this.timescale.synchronized ? referenceTimeNs : 0n,
       };
     }
-    const up = this.upstream?.();
     const rootDelaySeconds = up ? Math.max(0, up.rootDelaySeconds) : 0;
     // A client's bound on our error is rootDelay/2 + rootDispersion: make it cover our own bound.
     const rootDispersionSeconds =

@@ -140,7 +140,7 @@ describe('lockstep serve-time', function () {
 
   it('human status lines name the counters', async () => {
     const port = await freeUdpPort();
-    const child = spawn(process.execPath, [CLI_PATH, 'serve-time', '--port', String(port), '--bind', '127.0.0.1', '--status-interval', '0.2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI_PATH, 'serve-time', '--port', String(port), '--bind', '127.0.0.1', '--clock-error', '10ms', '--status-interval', '0.2'], { stdio: ['ignore', 'pipe', 'pipe'] });
     if (child.pid) track(child.pid);
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -148,7 +148,7 @@ describe('lockstep serve-time', function () {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
     if (child.pid) untrack(child.pid);
-    expect(out).to.match(/serving system clock .* on 127\.0\.0\.1:\d+/);
+    expect(out).to.match(/serving system clock \(declared error ±10\.000 ms\) on 127\.0\.0\.1:\d+/);
     expect(out).to.match(/served 0 \(0\.0\/s\), rate-limited 0, denied 0, malformed 0, auth-failed 0 \| stratum 10 refid 127\.127\.1\.1 error ±10\.0\d\d ms/);
   });
 

@@ -17,7 +17,7 @@ import type { NtpServer } from '../../src/ntp/server.js';
 /** The loopback bound. */
 const BOUND_SECONDS = 50e-6;
 /** ntpdig/ntpdate are Python and stamp in user space: a single exchange can be off by their own ~0.5 ms (also against chronyd). */
-const ATTEMPTS = 4;
+const ATTEMPTS = 6;
 
 function port123Free(): Promise<boolean> {
   return new Promise((resolve) => {
@@ -34,7 +34,7 @@ interface Target {
 
 /** serve-time inside the namespace; resolves once it says it is listening. */
 async function serveInNetns(ns: Netns): Promise<Target> {
-  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, CLI_PATH, 'serve-time', '--port', '123', '--bind', '127.0.0.1', '--json', '--status-interval', '0'], {
+  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, CLI_PATH, 'serve-time', '--port', '123', '--bind', '127.0.0.1', '--local-stratum', '10', '--json', '--status-interval', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   if (child.pid) track(child.pid);

@@ -13,16 +13,18 @@ import { parseCidr, CidrError, type Cidr } from '../../ntp/cidr.js';
 import { loadKeyFile, KeyFileError, type SymmetricKey } from '../../ntp/auth.js';
 import { DEFAULT_BURST, DEFAULT_RATE_PER_SECOND } from '../../ntp/ratelimit.js';
 import { followClient } from '../../ntp/upstream.js';
+import { SystemClockFollower } from '../../ntp/systemclock.js';
 import { NtpClient } from '../../ntp/client.js';
 import { formatRefId } from '../../ntp/packet.js';
 import { Timescale } from '../../time/timescale.js';
 import { realClock } from '../../time/clock.js';
 
 /**
- * The error we declare for the system clock when we serve it (no --upstream):
- * a hub whose clock is kept by chrony or systemd-timesyncd from internet
- * servers is typically within a few ms of UTC. We cannot ask the kernel from
- * Node (adjtimex), so this is a stated assumption; --clock-error overrides it.
+ * The error we declare for the system clock when we serve it (no --upstream)
+ * and no local chronyd tells us better: a hub whose clock is kept by chrony or
+ * systemd-timesyncd from internet servers is typically within a few ms of UTC.
+ * We cannot ask the kernel from Node (adjtimex), so this is a stated
+ * assumption; --clock-error overrides it.
  */
 export const DEFAULT_SYSTEM_CLOCK_ERROR_NS = 10_000_000n;
 const DEFAULT_STATUS_INTERVAL_SECONDS = 10;
@@ -49,9 +51,12 @@ with this machine's time.
                       instead of trusting the system clock; until synchronized we
                       answer "unsynchronized" (leap 3), which clients ignore
   --upstream-key N    authenticate the upstream servers with key N from --keys
-  --local-stratum N   stratum served when not following an upstream (default ${DEFAULT_LOCAL_STRATUM})
-  --clock-error D     error bound declared for the system clock (default 10ms),
-                      e.g. 500us for a hub disciplined from a LAN server
+  --local-stratum N   stratum served for the system clock (default: the local
+                      chronyd's + 1 if one answers 'chronyc tracking', else ${DEFAULT_LOCAL_STRATUM})
+  --clock-error D     error bound declared for the system clock (default: the local
+                      chronyd's root distance + offset if it answers, else 10ms),
+                      e.g. 500us for a hub disciplined from a LAN server.
+                      Giving --local-stratum or --clock-error stops asking chronyd.
   --rate N            requests per second per client address (default ${DEFAULT_RATE_PER_SECOND}); over it
   --burst N           ... after a burst of N (default ${DEFAULT_BURST}) a KoD RATE, then silence
   --status-interval S print a status line every S seconds (default ${DEFAULT_STATUS_INTERVAL_SECONDS}; 0: never)
@@ -133,9 +138,13 @@ export const command: Command = {
       timescale = new Timescale(realClock());
       client = new NtpClient({ servers, timescale, ...(keys ? { keys } : {}) });
     } else {
-      timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: Number(clockErrorNs) } });
+      timescale = new Timescale(realClock());
     }
     const follower = client ? followClient(client) : undefined;
+    // The system clock: followed through steps, and described by the local chronyd when there is one.
+    const askChrony = values['local-stratum'] === undefined && values['clock-error'] === undefined;
+    const system = client ? undefined : new SystemClockFollower(timescale, { errorBoundNs: Number(clockErrorNs), useChrony: askChrony });
+    await system?.start();
 
     const server = new NtpServer({
       timescale,
@@ -147,6 +156,7 @@ export const command: Command = {
       requireAuth: values['require-auth'],
       localStratum,
       ...(follower ? { upstream: follower.upstream } : {}),
+      ...(system ? { upstream: () => system.upstream() } : {}),
       rateLimit: { ratePerSecond: rate, burst },
     });
 
@@ -155,6 +165,7 @@ export const command: Command = {
       bound = await server.start();
     } catch (error) {
       follower?.stop();
+      system?.stop();
       if (error instanceof NtpServerError) {
         process.stderr.write(`lockstep serve-time: ${error.message}\n`);
         return EXIT_USAGE;
@@ -163,12 +174,16 @@ export const command: Command = {
     }
     await client?.start();
 
-    const source = client ? `upstream ${values.upstream!.join(', ')}` : `system clock (declared error ±${formatSeconds(Number(clockErrorNs) / 1e9)})`;
+    const source = client
+      ? `upstream ${values.upstream!.join(', ')}`
+      : system!.chrony
+        ? `system clock (local chronyd: stratum ${system!.chrony.stratum}, ${system!.chrony.leap})`
+        : `system clock (declared error ±${formatSeconds(Number(clockErrorNs) / 1e9)})`;
     const where = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
     out('listening', `lockstep serve-time: serving ${source} on ${where}`, {
       address: bound.address,
       port: bound.port,
-      source: client ? 'upstream' : 'system',
+      source: client ? 'upstream' : system!.chrony ? 'system+chronyd' : 'system',
       upstream: values.upstream ?? [],
       allow: allow.map((c) => c.text),
       keys: keys ? [...keys.keys()] : [],
@@ -218,6 +233,7 @@ export const command: Command = {
     });
     if (timer) clearInterval(timer);
     follower?.stop();
+    system?.stop();
     await client?.stop();
     await server.stop();
     report('stopped');
