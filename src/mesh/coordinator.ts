@@ -20,6 +20,7 @@ import {
   type AckMessage,
   type ReportMessage,
   type TriggerMessage,
+  type CancelMessage,
 } from './messages.js';
 import { KeyRing, signWire } from './signing.js';
 import { nodeRows, edgeRows, quantiles, type NodeRow, type EdgeRow, type Quantiles } from './spread.js';
@@ -169,6 +170,27 @@ export class Coordinator {
     const wire = toWire(message);
     if (this.o.keys && this.o.keyId) return signWire(wire, this.o.keyId, this.o.keys);
     return wire;
+  }
+
+  /**
+   * Cancels a trigger on its nodes; resolves with each node's answer
+   * ('cancelled', or 'rejected' unknown-trigger when it had nothing pending)
+   * after every expected node answered or waitMs passed.
+   */
+  async cancel(triggerId: string, nodes: string[] | undefined, waitMs = 3000): Promise<Map<string, AckMessage>> {
+    const now = this.o.timescale.nowNs();
+    const message: CancelMessage = { v: 1, type: 'cancel', id: newMessageId('c'), issuedNs: now, expiresNs: now + 10_000n * NS_PER_MS, triggerId };
+    if (nodes) message.nodes = nodes;
+    let wire = toWire(message);
+    if (this.o.keys && this.o.keyId) wire = signWire(wire, this.o.keyId, this.o.keys);
+    this.acks.set(triggerId, new Map());
+    this.ackTimes.set(triggerId, new Map());
+    await this.o.session.publish(this.o.topics.cancel, JSON.stringify(wire), { qos: 1 });
+    const answers = this.acks.get(triggerId)!;
+    const expected = nodes ?? this.o.directory.online();
+    const deadline = monotonicMs() + waitMs;
+    while (expected.some((n) => !answers.has(n)) && monotonicMs() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return answers;
   }
 
   async run(request: TriggerRequest): Promise<TriggerResult> {

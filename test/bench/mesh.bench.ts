@@ -34,8 +34,9 @@ interface ModeResult {
 /** Node priority as in the systemd unit (Nice=-5); LOCKSTEP_BENCH_NICE=0 to compare. */
 const NICE = Number(process.env.LOCKSTEP_BENCH_NICE ?? -5);
 
-async function runMode(wifi: boolean): Promise<ModeResult> {
-  const cluster = new Cluster({ nodes: NODES, wifi, nice: NICE });
+async function runMode(wifi: boolean, nodes = NODES): Promise<ModeResult> {
+  const NODES = nodes;
+  const cluster = new Cluster({ nodes, wifi, nice: NICE });
   const trueSpreads: number[] = [];
   const reportedSpreads: number[] = [];
   const disagreement: number[] = [];
@@ -78,7 +79,7 @@ async function runMode(wifi: boolean): Promise<ModeResult> {
   } finally {
     await cluster.stop();
   }
-  const out: ModeResult = { mode: wifi ? 'wifi' : 'loopback', triggers: TRIGGERS, syncSeconds, missing };
+  const out: ModeResult = { mode: `${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes`, triggers: TRIGGERS, syncSeconds, missing };
   const put = <K extends keyof ModeResult>(k: K, v: ModeResult[K] | undefined) => {
     if (v !== undefined) out[k] = v;
   };
@@ -94,12 +95,13 @@ export async function run(): Promise<unknown> {
   console.log(`${NODES} node processes (nice ${NICE}), ${TRIGGERS} triggers per mode (each a 50 ms pulse: on and off edges); load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`);
   console.log('NOTE: one shared 2-core machine hosts the broker, the hub, all nodes and other helpers\' work: numbers are noisy.\n');
   const results: ModeResult[] = [];
-  for (const wifi of [false, true]) {
+  // The third row: as many nodes as cores, so no two spin tails compete for a core at the instant.
+  for (const [wifi, nodes] of [[false, NODES], [true, NODES], [false, 2]] as const) {
     try {
-      results.push(await runMode(wifi));
+      results.push(await runMode(wifi, nodes));
     } catch (error) {
-      console.log(`${wifi ? 'wifi' : 'loopback'}: ${(error as Error).message}`);
-      results.push({ mode: wifi ? 'wifi' : 'loopback', triggers: 0, syncSeconds: 0, missing: TRIGGERS * NODES });
+      console.log(`${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes: ${(error as Error).message}`);
+      results.push({ mode: `${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes`, triggers: 0, syncSeconds: 0, missing: TRIGGERS * nodes });
     }
   }
   const q = (x: Quantiles | undefined, f: (n: number) => string) => (x ? `${f(x.p50)} / ${f(x.p99)} / ${f(x.max)}` : '-');

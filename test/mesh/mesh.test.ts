@@ -229,9 +229,9 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
       expect(r.index).to.be.at.least(ack.firstIndex!);
     }
     await watcher.publish(topics.trigger, '', { retain: true }); // clear the retained trigger
-    const cancel = { v: 1, type: 'cancel', id: `c-${Date.now()}`, issuedNs: nowNs().toString(), expiresNs: (nowNs() + 10_000_000_000n).toString(), triggerId: t.id };
-    await watcher.publish(topics.cancel, JSON.stringify(cancel));
-    await waitFor(() => acks.some((a) => a.node === 'late1' && a.triggerId === t.id && a.status === 'cancelled'), 5000, 'cancel ack');
+    const cancelled = await runCli(['trigger', 'cancel', t.id, '--broker', broker.url, '--group', 't', '--nodes', 'late1', '--json'], { timeoutMs: 15_000 });
+    expect(cancelled.code, cancelled.stderr).to.equal(0);
+    expect(JSON.parse(cancelled.stdout).answers).to.deep.include({ node: 'late1', status: 'cancelled', detail: JSON.parse(cancelled.stdout).answers[0].detail });
     await new Promise((r) => setTimeout(r, 300));
     const count = reports.filter((r) => r.node === 'late1' && r.triggerId === t.id).length;
     await new Promise((r) => setTimeout(r, 600));

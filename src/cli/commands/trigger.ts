@@ -19,6 +19,7 @@ import { NotReadyError, formatNs } from '../../mesh/readiness.js';
 import { formatNodeTable, formatEdgeTable } from '../../mesh/spread.js';
 
 const help = `usage: lockstep trigger ACTION [action options] [--in 2s | --at WHEN] [--nodes ID,...] [--ready-within 1ms] [--json]
+       lockstep trigger cancel TRIGGER_ID [--nodes ID,...] [--json]
 
 Waits until every target node is synchronized within --ready-within, picks
 an instant far enough ahead for delivery (or the one given), publishes the
@@ -30,6 +31,7 @@ actions:
   blink   --line N --on 100ms --every 1s --count 10 (or --count forever)
   capture [--name NAME] [--lead-ms MS]
   command -- PROGRAM [ARGS...]        (nodes accept it only with --allow-command)
+  cancel TRIGGER_ID                   cancel what is left of a trigger (a blink train 'forever')
 
   --in DURATION         first instant this long from now (default: chosen from the broker round trip, ≥ 500 ms)
   --at WHEN             first instant: ISO 8601 (2026-11-21T12:00:10.250Z), @EPOCHSECONDS[.frac], or +DURATION
@@ -119,8 +121,10 @@ export const command: Command = {
       'no-wait': { type: 'boolean' },
       json: { type: 'boolean' },
     });
-    if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
-    const action = actionFrom(positionals[0], values, rest);
+    const cancelling = positionals[0] === 'cancel';
+    if (cancelling && positionals.length !== 2) throw new UsageError('usage: lockstep trigger cancel TRIGGER_ID');
+    if (!cancelling && positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
+    const action = cancelling ? undefined : actionFrom(positionals[0], values, rest);
     if (values.in && values.at) throw new UsageError('give --in or --at, not both');
     const topics = topicsFrom(values);
     const mqtt = mqttFrom(values);
@@ -145,6 +149,14 @@ export const command: Command = {
     try {
       await session.waitConnected(10_000);
       await session.subscribe(coordinator.filters());
+      if (!action) {
+        await new Promise((r) => setTimeout(r, 500)); // retained states: who is online
+        const answers = await coordinator.cancel(positionals[1]!, nodes);
+        const list = [...answers.values()].map((a) => ({ node: a.node, status: a.status, reason: a.reason, detail: a.detail }));
+        if (values.json) process.stdout.write(JSON.stringify({ triggerId: positionals[1], answers: list }) + '\n');
+        else for (const a of list) process.stdout.write(`${a.node}: ${a.status}${a.reason ? ` (${a.reason})` : ''}\n`);
+        return list.some((a) => a.status === 'cancelled') ? 0 : EXIT_FAILURE;
+      }
       const result = await coordinator.run({
         action,
         startNs,
