@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCli } from '../support/cli.js';
+import { runCli, CLI_PATH } from '../support/cli.js';
+import { start, waitFor } from '../support/processes.js';
 import { haveChronyd, startChronydServer } from '../support/chronyd.js';
 
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
@@ -82,6 +83,21 @@ describe('schedule/cli: lockstep wait, at, cron', function () {
     expect(result.code, result.stderr).to.equal(0);
     const events = lines(result.stdout).map((e) => `${e.event}:${e.reason ?? e.index}`);
     expect(events).to.deep.equal(['fire:0', 'skip:overlap', 'fire:1']);
+  });
+
+  it('cron on SIGTERM: no new runs, the running command gets the signal, exit 0', async () => {
+    const cron = start(process.execPath, [CLI_PATH, 'cron', '* * * * * *', '--json', '--', 'sleep', '30']);
+    try {
+      await waitFor(() => cron.output().includes('"event":"fire"'), 5000, 'the first fire');
+      const exited = new Promise<number | null>((resolve) => cron.child.once('exit', (code) => resolve(code)));
+      const t0 = Date.now();
+      cron.child.kill('SIGTERM');
+      expect(await exited).to.equal(0);
+      expect(Date.now() - t0).to.be.lessThan(3000); // did not wait for sleep 30
+      expect(cron.output()).to.match(/exited with 143/); // sleep got SIGTERM (128 + 15)
+    } finally {
+      await cron.stop('SIGKILL');
+    }
   });
 
   it('cron: a bad expression or zone exits 2 with the reason', async () => {
