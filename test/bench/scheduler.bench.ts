@@ -241,7 +241,8 @@ export async function run(): Promise<unknown> {
   console.log(`scale: arm ${fmt(scale.armNsPerJob as number)}/job, cancel ${fmt(scale.cancelNsPerJob as number)}/job, RSS growth ${(scale.rssGrowthMB as number).toFixed(1)} MB for ${SCALE_JOBS} jobs${scale.gcAvailable ? '' : ' (no gc: approximate)'}`);
 
   const targets = {
-    p50: { target: '≤ 2 µs', value: ql.p50, met: ql.p50 <= 2_000 },
+    p50: { target: '≤ 2 µs (measured inside the action)', value: ql.p50, met: ql.p50 <= 2_000 },
+    p50Reported: { target: '≤ 2 µs (FireReport: clock at the end of the spin)', value: qr.p50, met: qr.p50 <= 2_000 },
     p99: { target: '≤ 50 µs and ≥ 20× setTimeout', value: ql.p99, met: ql.p99 <= 50_000 && ratioP99 >= 20 },
     p999: { target: '≤ 300 µs', value: ql.p999, met: ql.p999 <= 300_000 },
     spinCpuPerFire: { target: '≤ 3 ms', value: spinPerFireNs, met: spinPerFireNs <= 3e6 },
