@@ -1,17 +1,21 @@
 /**
  * Load generator for the NTP server benchmark, run as a SEPARATE process
- * (node ntp-loadgen.js HOST PORT SECONDS [WINDOW] [MAX_REQUESTS]) so that the
- * server's event loop is not shared with its load.
+ * (node ntp-loadgen.js HOST PORT SECONDS [WINDOW] [MAX_REQUESTS] [RATE]) so
+ * that the server's event loop is not shared with its load.
  *
- * Closed loop with a bounded window: at most WINDOW requests are in flight;
- * each reply releases one more. A refill every REFILL_MS replaces requests
- * that got no reply (drops), so the load never stalls and never runs away.
- * Bounded in time (SECONDS) and in count (MAX_REQUESTS). Prints one JSON line:
- * { sent, received, valid, seconds }.
+ * Closed loop (RATE 0) with a bounded window: at most WINDOW requests are in
+ * flight; each reply releases one more. A refill every REFILL_MS replaces
+ * requests that got no reply (drops), so the load never stalls and never runs
+ * away. Open loop (RATE > 0): RATE requests per second, paced every
+ * millisecond whatever the replies. Bounded in time (SECONDS) and in count
+ * (MAX_REQUESTS). Prints one JSON line: { sent, received, valid, seconds }.
  */
 import { createSocket } from 'node:dgram';
 
-const [host = '127.0.0.1', portText = '123', secondsText = '5', windowText = '128', maxText = '2000000'] = process.argv.slice(2);
+const [host = '127.0.0.1', portText = '123', secondsText = '5', windowText = '128', maxText = '2000000', rateText = '0'] = process.argv.slice(2);
+const rate = Number(rateText);
+/** Open loop: never more than this many requests in one pacing tick (after a stall), so a pause cannot become a burst. */
+const MAX_PER_TICK = 200;
 const port = Number(portText);
 const durationMs = Number(secondsText) * 1000;
 const window = Number(windowText);
@@ -45,7 +49,7 @@ socket.on('message', (msg) => {
   received++;
   inFlight = Math.max(0, inFlight - 1);
   if (msg.length === 48 && (msg[0]! & 7) === 4 && msg.readUInt32BE(28) === 0x5a5a5a5a) valid++;
-  sendOne();
+  if (rate === 0) sendOne();
 });
 
 socket.bind(0, () => {
@@ -54,12 +58,20 @@ socket.bind(0, () => {
   } catch {
     /* kernel limit */
   }
-  for (let i = 0; i < window; i++) sendOne();
-  const refill = setInterval(() => {
-    if (received === lastProgress) inFlight = 0; // everything outstanding is lost: start a new window
-    lastProgress = received;
-    while (inFlight < window && running && sent < maxRequests) sendOne();
-  }, REFILL_MS);
+  let refill: NodeJS.Timeout;
+  if (rate > 0) {
+    refill = setInterval(() => {
+      const due = Math.floor((rate * Number(process.hrtime.bigint() - start)) / 1e9);
+      for (let n = 0; sent < due && n < MAX_PER_TICK; n++) sendOne();
+    }, 1);
+  } else {
+    for (let i = 0; i < window; i++) sendOne();
+    refill = setInterval(() => {
+      if (received === lastProgress) inFlight = 0; // everything outstanding is lost: start a new window
+      lastProgress = received;
+      while (inFlight < window && running && sent < maxRequests) sendOne();
+    }, REFILL_MS);
+  }
   setTimeout(() => {
     running = false;
     clearInterval(refill);

@@ -18,6 +18,8 @@ const LOADGEN = fileURLToPath(new URL('./ntp-loadgen.js', import.meta.url));
 const LOAD_SECONDS = 10;
 /** In-flight window of the generator: enough to keep the server busy, small enough not to overflow its socket. */
 const WINDOWS = [8, 16, 64];
+/** Open-loop rows: exactly the target rate, paced, as a busy hub would see it. */
+const PACED_RATES = [20_000];
 const TARGET_RPS = 20_000;
 const TARGET_OFFSET_SECONDS = 100e-6;
 
@@ -28,9 +30,11 @@ interface LoadResult {
   seconds: number;
 }
 
-function runLoad(port: number, seconds: number, window: number): Promise<LoadResult> {
+/** window: closed loop with that many in flight; rate > 0: open loop at that many requests per second. */
+function runLoad(port: number, seconds: number, window: number, rate = 0): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOADGEN, '127.0.0.1', String(port), String(seconds), String(window)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const args = [LOADGEN, '127.0.0.1', String(port), String(seconds), String(window), '5000000', String(rate)];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), (seconds + 10) * 1000);
@@ -61,19 +65,20 @@ export async function run(): Promise<unknown> {
   const rows: Array<Record<string, unknown>> = [];
   try {
     const idleOffset = await offsetDuring(port);
-    rows.push({ phase: 'idle', window: 0, requestsPerSecond: 0, answered: '-', chronydOffsetSeconds: idleOffset });
-    for (const window of WINDOWS) {
+    rows.push({ phase: 'idle', window: '-', requestsPerSecond: 0, answered: '-', chronydOffsetSeconds: idleOffset });
+    const phases = [...PACED_RATES.map((rate) => ({ window: 0, rate })), ...WINDOWS.map((window) => ({ window, rate: 0 }))];
+    for (const { window, rate } of phases) {
       const before = server.stats();
       const [load, offset] = await Promise.all([
-        runLoad(port, LOAD_SECONDS, window),
+        runLoad(port, LOAD_SECONDS, window, rate),
         // chronyd starts a second into the load, so every sample it takes is under load.
         new Promise((r) => setTimeout(r, 1000)).then(() => offsetDuring(port)),
       ]);
       const after = server.stats();
       const latency = server.latency();
       rows.push({
-        phase: 'load',
-        window,
+        phase: rate > 0 ? `paced ${rate}/s` : 'closed loop',
+        window: rate > 0 ? '-' : window,
         requestsPerSecond: Math.round(load.received / load.seconds),
         answered: `${((100 * load.received) / Math.max(1, load.sent)).toFixed(1)} %`,
         served: after.served - before.served,
@@ -89,7 +94,7 @@ export async function run(): Promise<unknown> {
     await server.stop();
   }
 
-  console.log('NTP server on loopback; load from a second process (closed loop, bounded window)');
+  console.log('NTP server on loopback; load from a second process: paced (open loop) or closed loop with a bounded window in flight');
   console.log(`machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} — SHARED with other helpers' builds and tests: figures are noisy`);
   console.log('');
   console.log('| phase | window | requests/s | answered | chronyd -Q offset | rx latency comp. | tx latency comp. |');
@@ -99,7 +104,7 @@ export async function run(): Promise<unknown> {
       `| ${r.phase} | ${r.window} | ${r.requestsPerSecond} | ${r.answered} | ${us(r.chronydOffsetSeconds as number | undefined)} | ${us(r.receiveLatencySeconds as number | undefined)} | ${us(r.sendLatencySeconds as number | undefined)} |`,
     );
   }
-  const loadRows = rows.filter((r) => r.phase === 'load');
+  const loadRows = rows.filter((r) => r.phase !== 'idle');
   const best = Math.max(...loadRows.map((r) => r.requestsPerSecond as number));
   const absOffset = (r: Record<string, unknown>) => Math.abs((r.chronydOffsetSeconds as number | undefined) ?? Infinity);
   // Both targets at once: the highest sustained rate at which chronyd's offset stayed within the bound.
