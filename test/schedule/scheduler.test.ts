@@ -50,6 +50,18 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(timers.pending).to.equal(0);
   });
 
+  it('a late fire carries its exact lateness into the action; an on-time one gets it right after', () => {
+    // Every coarse wake 10 ms late: beyond the 4 ms initial margin, so the first fire is late.
+    const { timers, scheduler, fires } = setup({ wakeLatenessNs: () => 10_000_000 });
+    const inAction: number[] = [];
+    scheduler.at(T0 + NS_PER_SECOND, (r) => void inAction.push(r.latenessNs));
+    timers.advance(2n * NS_PER_SECOND);
+    expect(inAction).to.deep.equal([6_000_000]); // woke 4 ms early + 10 ms late = 6 ms after the instant
+    expect(fires[0]!.latenessNs).to.equal(6_000_000);
+    expect(fires[0]!.actualNs).to.equal(T0 + NS_PER_SECOND + 6_000_000n);
+    expect(fires[0]!.policy).to.equal('on-time'); // within the 50 ms late tolerance
+  });
+
   it('uses the three stages: a coarse timer a margin early, a sleep, a short spin', () => {
     const { timers, scheduler } = setup();
     scheduler.at(T0 + NS_PER_SECOND, () => {});
