@@ -2,12 +2,6 @@
 
 export type FirePolicy = 'on-time' | 'fired-late';
 
-/**
- * Inside the action of an on-time fire, actualNs and latenessNs read as
- * plannedNs and 0 (true to within 1 µs): the action is called before any
- * bigint arithmetic. The exact values are in the same object once the action
- * returns, and in every onFire listener.
- */
 export interface FireReport {
   jobId: string;
   /** The k-th fire of this job, from 0. */

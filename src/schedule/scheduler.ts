@@ -59,12 +59,7 @@ export const DEFAULT_SPIN_MARGIN: MarginOptions = { initialNs: 400_000, minNs: 5
  * suspended, or the Timescale stepped forward over the instant.
  */
 export const DEFAULT_LATE_TOLERANCE_NS = 50_000_000;
-/**
- * A spin that ended within this of the deadline is on time: the action is
- * called before any bigint work, and UTC of the call is derived as planned +
- * raw lateness (the model's slope is 1 ± 1.1 %: < 11 ns of error). Later fires
- * get UTC from the model.
- */
+/** Up to this lateness the UTC of a fire is planned + raw lateness (< 11 ns of error); beyond, the model's utcAt(). */
 const ON_TIME_WITHIN_NS = 1_000n;
 
 export interface SchedulerOptions {
@@ -278,10 +273,9 @@ function runTail(state: SchedulerState): void {
 /** The critical path: spin to the deadline, call the actions. Returns the time spent spinning, ns. */
 function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint): number {
   const clock = state.timescale.clock;
-  const onTimeBeforeRaw = deadlineRaw + ON_TIME_WITHIN_NS;
   const spinStartRaw = clock.nowNs();
   const endRaw = state.timers.spinUntil(clock, deadlineRaw);
-  fireGroup(state, group, deadlineRaw, endRaw, onTimeBeforeRaw);
+  fireGroup(state, group, deadlineRaw, endRaw);
   return Number(endRaw - spinStartRaw);
 }
 
@@ -324,23 +318,20 @@ function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint,
 }
 
 /**
- * The instant: calls each action as the first thing, in order. Bigint
- * arithmetic costs ~1 µs an operation at that moment on a small, busy machine
- * (measured here), so an on-time job (spin ended < 1 µs after the deadline,
- * checked with one comparison against a bound computed before the spin) is
- * called with actualNs = plannedNs and latenessNs = 0, and the exact values
- * are written into the same report as soon as the action returns: inside the
- * action they are right to within 1 µs, everywhere after (listeners, logs) exact.
+ * The instant: calls each action as the first thing, in order, with its report
+ * complete. UTC of the call is planned + raw lateness while that is under
+ * ON_TIME_WITHIN_NS (the model's slope is 1 ± 1.1 %: < 11 ns of error), else
+ * the model's utcAt(). (Calling the action before this bigint arithmetic and
+ * completing the report afterwards saved ~1 µs here, but the hardware and mesh
+ * code copy the report inside the action: exact values there matter more.)
  */
-function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint, onTimeBeforeRaw: bigint): void {
+function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint): void {
   const clock = state.timescale.clock;
   for (let i = 0; i < group.length; i++) {
     const prepared = group[i]!;
     const { job, report } = prepared;
     if (report === undefined || job.done) continue;
-    const raw = i === 0 ? endRaw : clock.nowNs();
-    const onTime = raw < onTimeBeforeRaw;
-    if (!onTime) exactTiming(state, job, report, raw, deadlineRaw); // late already: no hurry
+    exactTiming(state, job, report, i === 0 ? endRaw : clock.nowNs(), deadlineRaw);
     if (job.armedPast) report.policy = 'fired-late';
     job.firedCount++;
     prepared.fired = true;
@@ -359,7 +350,6 @@ function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint
     } catch (error) {
       reportError(state, error, report);
     }
-    if (onTime) exactTiming(state, job, report, raw, deadlineRaw);
   }
 }
 

@@ -50,7 +50,7 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(timers.pending).to.equal(0);
   });
 
-  it('a late fire carries its exact lateness into the action; an on-time one gets it right after', () => {
+  it('the action receives its report complete: the exact lateness, even when late', () => {
     // Every coarse wake 10 ms late: beyond the 4 ms initial margin, so the first fire is late.
     const { timers, scheduler, fires } = setup({ wakeLatenessNs: () => 10_000_000 });
     const inAction: number[] = [];
