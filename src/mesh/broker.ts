@@ -87,6 +87,7 @@ export class PrivateBroker {
   readonly host: string;
   port = 0;
   private child: ChildProcess | undefined;
+  private watchdog: ChildProcess | undefined;
   private dir: string | undefined;
   private log = '';
   private readonly options: BrokerOptions;
@@ -146,14 +147,44 @@ export class PrivateBroker {
       const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(() => r(undefined), 30))]);
       if (failed) throw new BrokerError(`cannot start mosquitto: ${failed.message}`);
       if (!this.running) throw new BrokerError(`mosquitto exited at start: ${this.log.trim()}`);
-      if (await canConnect(this.host, this.port)) return { url: this.url, port: this.port, pid: child.pid! };
+      if (await canConnect(this.host, this.port)) {
+        this.startWatchdog(child.pid!);
+        return { url: this.url, port: this.port, pid: child.pid! };
+      }
     }
     await this.stop();
     throw new BrokerError(`mosquitto did not accept connections on ${this.host}:${this.port} within ${START_TIMEOUT_MS} ms`);
   }
 
+  /**
+   * A tiny shell that holds a pipe from us and kills the broker by pid when
+   * the pipe closes: if this process dies without stopping the broker (a
+   * SIGKILL, a crash), the broker does not outlive it.
+   */
+  private startWatchdog(pid: number): void {
+    const watchdog = spawn('sh', ['-c', 'read _ignored; kill "$0" 2>/dev/null', String(pid)], { stdio: ['pipe', 'ignore', 'ignore'] });
+    watchdog.on('error', () => undefined);
+    watchdog.stdin!.on('error', () => undefined);
+    watchdog.unref();
+    (watchdog.stdin as unknown as { unref?: () => void }).unref?.();
+    this.watchdog = watchdog;
+  }
+
+  private stopWatchdog(): void {
+    const watchdog = this.watchdog;
+    this.watchdog = undefined;
+    if (watchdog && watchdog.exitCode === null) {
+      try {
+        watchdog.kill('SIGKILL'); // not via its pipe: it would kill a pid that may be reused by then
+      } catch {
+        /* gone */
+      }
+    }
+  }
+
   /** Stops it by pid: SIGTERM, then SIGKILL after a grace period. `kill` skips the grace (a crash). */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    this.stopWatchdog();
     const child = this.child;
     if (!child || !this.running) return;
     const exited = new Promise<void>((r) => child.once('exit', () => r()));

@@ -42,6 +42,7 @@ broker, acks them, fires them at the instant, reports each fire.
   --nice N               process priority (-20..19; negative needs root or CAP_SYS_NICE): the scheduler
                          busy-waits the last few hundred µs before each instant, and a busy machine
                          takes the core away then (like the unit's Nice=-5)
+  --exit-with-stdin      stop when stdin closes (a parent that started this node died: demo, tests)
   --quiet                no log lines on stderr
 ${MQTT_HELP}
 
@@ -75,6 +76,7 @@ export const command: Command = {
       'sim-drift': { type: 'string' },
       quiet: { type: 'boolean' },
       nice: { type: 'string' },
+      'exit-with-stdin': { type: 'boolean' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     if (!values.id) throw new UsageError('--id is required');
@@ -185,6 +187,12 @@ export const command: Command = {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      if (values['exit-with-stdin']) {
+        // The parent holds the other end: when it dies, however it dies, this node goes too.
+        process.stdin.on('end', stop);
+        process.stdin.on('error', stop);
+        process.stdin.resume();
+      }
     });
     if (refresh) clearInterval(refresh);
     await node.stop();

@@ -174,10 +174,12 @@ export class Cluster {
       `--sim-offset=${spec.offsetSeconds}`,
       `--sim-drift=${spec.driftPpm}`,
       '--state-file', spec.stateFile,
+      '--exit-with-stdin',
       ...(this.o.nice !== undefined ? [`--nice=${this.o.nice}`] : []),
       ...(this.o.nodeArgs ?? []),
     ];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // stdin is a pipe we never write: if this process dies without stopping the node, the pipe closes and the node stops.
+    const child = spawn(process.execPath, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     track(child.pid);
     const onLog = this.o.onNodeLog ?? (process.env.LOCKSTEP_DEMO_DEBUG ? (id: string, l: string) => process.stderr.write(`${l}\n`) : undefined);
     let buffered = '';
