@@ -30,6 +30,7 @@ everything it started, also on Ctrl-C.
                        NTP bound includes half the relay's round trip)
   --nice N             node process priority (default -5 as in the systemd unit; best effort,
                        0 to leave it): their spin tails then keep the core on a busy machine
+  --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
   --json               the result as one JSON object on stdout`;
 
 /** As hardware/lockstep-node.service: a little priority for the spin tail. */
@@ -45,6 +46,7 @@ export const command: Command = {
       'ready-within': { type: 'string' },
       json: { type: 'boolean' },
       nice: { type: 'string' },
+      spin: { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const nodes = values.nodes ? numberOption('nodes', values.nodes, { min: 1, max: 50, integer: true }) : 10;
@@ -56,7 +58,7 @@ export const command: Command = {
     };
 
     const nice = values.nice === undefined ? DEFAULT_DEMO_NICE : numberOption('nice', values.nice, { min: -20, max: 19, integer: true });
-    const cluster = new Cluster({ nodes, wifi, nice });
+    const cluster = new Cluster({ nodes, wifi, nice, spin: values.spin });
     let interrupted = false;
     const onSignal = () => {
       interrupted = true;

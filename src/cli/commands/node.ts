@@ -42,6 +42,9 @@ broker, acks them, fires them at the instant, reports each fire.
   --nice N               process priority (-20..19; negative needs root or CAP_SYS_NICE): the scheduler
                          busy-waits the last few hundred µs before each instant, and a busy machine
                          takes the core away then (like the unit's Nice=-5)
+  --spin DUR             busy-wait this long before each instant instead of the learnt margin; 0 sleeps
+                         to the instant (Atomics.wait: ~50-100 µs of wake-up latency, no CPU burnt),
+                         better when several nodes share too few cores (the demo on one machine)
   --exit-with-stdin      stop when stdin closes (a parent that started this node died: demo, tests)
   --quiet                no log lines on stderr
 ${MQTT_HELP}
@@ -77,6 +80,7 @@ export const command: Command = {
       quiet: { type: 'boolean' },
       nice: { type: 'string' },
       'exit-with-stdin': { type: 'boolean' },
+      spin: { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     if (!values.id) throw new UsageError('--id is required');
@@ -150,7 +154,12 @@ export const command: Command = {
         log(!!values.quiet, id)(`cannot set priority ${nice} (${(error as NodeJS.ErrnoException).code}): running at the default`);
       }
     }
-    const scheduler = new Scheduler({ timescale });
+    let spinMargin: { initialNs: number; minNs: number; maxNs: number; adapt: boolean } | undefined;
+    if (values.spin !== undefined) {
+      const spinNs = Number(durationNsOption('spin', values.spin));
+      spinMargin = { initialNs: spinNs, minNs: spinNs, maxNs: spinNs, adapt: false };
+    }
+    const scheduler = new Scheduler(spinMargin ? { timescale, spinMargin } : { timescale });
     // The simulated recorder knows the true instant of each edge; the report carries it.
     let lastTrueNs: bigint | undefined;
     const hardware: HardwareOptions = { driver, node: id, notice: log(!!values.quiet, id) };

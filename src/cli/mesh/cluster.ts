@@ -34,6 +34,8 @@ export interface ClusterOptions {
   maxDriftPpm?: number;
   /** Node process priority (best effort; see lockstep node --nice). */
   nice?: number;
+  /** Fixed spin tail for every node (lockstep node --spin); the scheduler's learnt margin when absent. */
+  spin?: string;
   /** Extra arguments for every node (e.g. --keys FILE). */
   nodeArgs?: string[];
   keys?: KeyRing;
@@ -175,6 +177,7 @@ export class Cluster {
       `--sim-drift=${spec.driftPpm}`,
       '--state-file', spec.stateFile,
       '--exit-with-stdin',
+      ...(this.o.spin !== undefined ? [`--spin=${this.o.spin}`] : []),
       ...(this.o.nice !== undefined ? [`--nice=${this.o.nice}`] : []),
       ...(this.o.nodeArgs ?? []),
     ];
