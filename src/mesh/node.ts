@@ -92,6 +92,9 @@ const STATE_THROTTLE_MS = 200;
  * before it can hear them. Reports have fixed ids, so the hub keeps one copy.
  */
 const RESEND_AFTER_RECONNECT_MS = 1_500;
+/** Reports wait this long (plus up to the jitter) after a fire, so they do not compete with the group's other fires. */
+const REPORT_DELAY_MS = 15;
+const REPORT_JITTER_MS = 10;
 /** Reports kept for re-sending: bounded by count and age. */
 const RECENT_REPORTS_MAX = 500;
 const RECENT_REPORTS_AGE_MS = 120_000;
@@ -118,6 +121,8 @@ export class MeshNode {
   private stopped = false;
   private connections = 0;
   private readonly recentReports: { atMs: number; topic: string; payload: string }[] = [];
+  private outbox: ReportMessage[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
   private unsubscribeTimescale: (() => void) | undefined;
   readonly counters = { triggers: 0, scheduled: 0, rejected: 0, fires: 0, reportsQueued: 0, reportErrors: 0 };
   private readonly rejections = new Map<RejectReason, number>();
@@ -200,6 +205,10 @@ export class MeshNode {
     if (this.stopped) return;
     this.stopped = true;
     if (this.stateTimer) clearInterval(this.stateTimer);
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushReports();
+    }
     this.unsubscribeTimescale?.();
     for (const r of this.running.values()) r.run.cancel();
     this.running.clear();
@@ -421,19 +430,29 @@ export class MeshNode {
     if (r.outcome?.detail) report.detail = r.outcome.detail;
     if (r.error) report.error = r.error;
     this.counters.reportsQueued++;
-    // Deferred: the next edge may be microseconds away; encoding and I/O wait for the loop.
-    setImmediate(() => {
-      const topic = this.o.topics.node(this.id, 'report');
+    this.outbox.push(report);
+    if (!this.flushTimer) {
+      // Not now: the other nodes of the group fire at this same instant, maybe on the same cores (and
+      // the broker must relay all of it). Encoding and sending can wait a few ms; a fire cannot.
+      const delayMs = REPORT_DELAY_MS + Math.random() * REPORT_JITTER_MS;
+      this.flushTimer = setTimeout(() => this.flushReports(), delayMs);
+    }
+  }
+
+  private flushReports(): void {
+    this.flushTimer = undefined;
+    const batch = this.outbox;
+    this.outbox = [];
+    const topic = this.o.topics.node(this.id, 'report');
+    for (const report of batch) {
       const payload = encodeMessage(report);
       this.recentReports.push({ atMs: Date.now(), topic, payload });
       if (this.recentReports.length > RECENT_REPORTS_MAX) this.recentReports.shift();
-      this.session
-        .publish(topic, payload, { qos: 1 })
-        .catch((e: Error) => {
-          // A timeout while offline is not a loss: the session keeps it for the reconnection.
-          if (!/timeout|not acknowledged/.test(e.message)) this.counters.reportErrors++;
-        });
-    });
+      this.session.publish(topic, payload, { qos: 1 }).catch((e: Error) => {
+        // A timeout while offline is not a loss: the session keeps it for the reconnection.
+        if (!/timeout|not acknowledged/.test(e.message)) this.counters.reportErrors++;
+      });
+    }
   }
 
   /** At-least-once delivery across a broker restart: the hub de-duplicates by report id. */
