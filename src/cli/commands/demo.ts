@@ -30,6 +30,8 @@ everything it started, also on Ctrl-C.
                        NTP bound includes half the relay's round trip)
   --nice N             node process priority (default -5 as in the systemd unit; best effort,
                        0 to leave it): their spin tails then keep the core on a busy machine
+  --settle DUR        let the nodes' NTP filters fill this long before the gate (default 0; 15s with
+                       --wifi: the first samples through a jittery path are the worst)
   --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
   --json               the result as one JSON object on stdout`;
 
@@ -47,6 +49,7 @@ export const command: Command = {
       json: { type: 'boolean' },
       nice: { type: 'string' },
       spin: { type: 'string' },
+      settle: { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const nodes = values.nodes ? numberOption('nodes', values.nodes, { min: 1, max: 50, integer: true }) : 10;
@@ -72,6 +75,11 @@ export const command: Command = {
       await cluster.start();
       say(`broker ${cluster.broker.url} (pid ${cluster.broker.pid}); hub NTP on 127.0.0.1:${cluster.ntpPort}${wifi ? ' behind the Wi-Fi relay' : ''}; ${nodes} node processes:`);
       for (const n of cluster.nodes) say(`  ${n.id}  pid ${n.child.pid}  clock off by ${n.offsetSeconds >= 0 ? '+' : ''}${n.offsetSeconds.toFixed(3)} s, drifting ${n.driftPpm >= 0 ? '+' : ''}${n.driftPpm} ppm`);
+      const settleMs = Number(durationNsOption('settle', values.settle ?? (wifi ? '15s' : '0s')) / 1_000_000n);
+      if (settleMs > 0) {
+        say(`letting the NTP filters settle for ${settleMs / 1000} s`);
+        await new Promise((r) => setTimeout(r, settleMs));
+      }
       const result = await cluster.coordinator!.run({
         action: { kind: 'blink', line: 17, onNs: 100_000_000, periodNs: 1_000_000_000, count: blinks },
         inNs: 1_000_000_000n,
