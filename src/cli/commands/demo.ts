@@ -30,7 +30,7 @@ everything it started, also on Ctrl-C.
                        NTP bound includes half the relay's round trip)
   --nice N             node process priority (default -5 as in the systemd unit; best effort,
                        0 to leave it): their spin tails then keep the core on a busy machine
-  --settle DUR        let the nodes' NTP filters fill this long before the gate (default 0; 15s with
+  --settle DUR         let the nodes' NTP filters fill this long before the gate (default 0; 15s with
                        --wifi: the first samples through a jittery path are the worst)
   --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
   --json               the result as one JSON object on stdout`;
