@@ -54,10 +54,11 @@ describe('mesh CLI: lockstep hub, node and trigger together', function () {
 
   it('the hub serves time and shows the node synchronized; a signed trigger fires and prints its table', async () => {
     await waitFor(() => /cli-1: synchronized, offset 2\.50\d s/.test(hub.out()), 20_000, `hub to show cli-1 synchronized (hub said: ${hub.out()})`);
-    const r = await runCli(['trigger', 'blink', '--line', '17', '--on', '50ms', '--every', '200ms', '--count', '3', '--broker', broker.url, '--group', 'cli', '--keys', keys, '--key-id', 'k7', '--ready-within', '5ms'], { timeoutMs: 30_000 });
+    const r = await runCli(['trigger', 'blink', '--line', '17', '--on', '50ms', '--every', '200ms', '--count', '3', '--broker', broker.url, '--group', 'cli', '--keys', keys, '--key-id', 'k7', '--ready-within', '5ms', '--at', '+1500ms'], { timeoutMs: 30_000 });
     expect(r.code, r.stderr + r.stdout).to.equal(0);
     expect(r.stdout).to.match(/^cli-1\s+scheduled\s+\+2\.50\d s/m);
     expect(r.stdout).to.match(/3\/3/);
+    expect(r.stdout).to.match(/\(chosen 1[45]\d\d ms ahead\)/); // --at +1500ms, minus the time the gate took
     expect(r.stdout).to.match(/true error max/); // the simulated LED reported true instants
   });
 

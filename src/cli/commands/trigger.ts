@@ -10,7 +10,8 @@ import { UsageError, EXIT_FAILURE } from '../errors.js';
 import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom, keysFrom } from '../mesh/options.js';
 import { realClock } from '../../time/clock.js';
 import { Timescale } from '../../time/timescale.js';
-import { NS_PER_MS, NS_PER_SECOND, formatUtcNs } from '../../time/units.js';
+import { NS_PER_MS, formatUtcNs } from '../../time/units.js';
+import { parseWhen, WhenSyntaxError } from '../../schedule/when.js';
 import { validateAction, type ActionSpec } from '../../schedule/actions.js';
 import { MqttSession } from '../../mesh/mqtt-session.js';
 import { NodeDirectory } from '../../mesh/presence.js';
@@ -34,7 +35,9 @@ actions:
   cancel TRIGGER_ID                   cancel what is left of a trigger (a blink train 'forever')
 
   --in DURATION         first instant this long from now (default: chosen from the broker round trip, ≥ 500 ms)
-  --at WHEN             first instant: ISO 8601 (2026-11-21T12:00:10.250Z), @EPOCHSECONDS[.frac], or +DURATION
+  --at WHEN             first instant: 2026-11-21T12:00:10.250Z, 12:00:10[.250] (next occurrence),
+                        +2s, @EPOCHSECONDS[.frac]
+  --tz ZONE             zone of wall times in --at (default: local)
   --nodes ID,...        target these nodes (default: every online node)
   --ready-within DUR    error bound every target must report (default 1ms)
   --ready-timeout DUR   give up (exit 1, naming the laggards) after this long (default 30s)
@@ -46,16 +49,14 @@ ${MQTT_HELP}
 
 exit status: 0 all targets scheduled and fired, 1 not ready / rejected / missing, 2 bad usage.`;
 
-export function parseWhen(text: string, nowNs: bigint): bigint {
-  if (text.startsWith('+')) return nowNs + durationNsOption('at', text.slice(1));
-  const epoch = /^@(\d+)(?:\.(\d{1,9}))?$/.exec(text);
-  if (epoch) return BigInt(epoch[1]!) * NS_PER_SECOND + BigInt((epoch[2] ?? '').padEnd(9, '0') || '0');
-  const iso = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/.exec(text);
-  if (iso) {
-    const ms = Date.parse(`${iso[1]}${iso[3]}`);
-    if (Number.isFinite(ms)) return BigInt(ms) * NS_PER_MS + BigInt((iso[2] ?? '').padEnd(9, '0') || '0');
+/** --at through the shared WHEN parser (src/schedule/when.ts): bad input is a usage error. */
+export function parseAt(text: string, nowNs: bigint, zone?: string): bigint {
+  try {
+    return parseWhen(text, zone ? { nowNs, zone } : { nowNs }).instantNs;
+  } catch (error) {
+    if (error instanceof WhenSyntaxError) throw new UsageError(`--at: ${error.message}`);
+    throw error;
   }
-  throw new UsageError(`--at '${text}': expected ISO 8601 with a zone (2026-11-21T12:00:10.250Z), @EPOCHSECONDS or +DURATION`);
 }
 
 function actionFrom(kind: string | undefined, v: Record<string, string | boolean | undefined>, rest: string[]): ActionSpec {
@@ -113,6 +114,7 @@ export const command: Command = {
       'lead-ms': { type: 'string' },
       in: { type: 'string' },
       at: { type: 'string' },
+      tz: { type: 'string' },
       nodes: { type: 'string' },
       'ready-within': { type: 'string' },
       'ready-timeout': { type: 'string' },
@@ -137,7 +139,7 @@ export const command: Command = {
     const readyTimeoutMs = Number(durationNsOption('ready-timeout', values['ready-timeout'] ?? '30s') / NS_PER_MS);
     // The sender's clock: the system clock (a hub normally runs chrony or is the time source itself).
     const timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: 1_000_000 } });
-    const startNs = values.at ? parseWhen(values.at, timescale.nowNs()) : undefined;
+    const startNs = values.at ? parseAt(values.at, timescale.nowNs(), values.tz) : undefined;
     const inNs = values.in ? durationNsOption('in', values.in) : undefined;
 
     const session = new MqttSession({ ...mqtt, clientId: `lockstep-trigger-${process.pid}-${Date.now().toString(36)}` });
