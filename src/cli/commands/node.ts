@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import { homedir, setPriority } from 'node:os';
 import type { Command } from '../command.js';
-import { parseCommandArgs, numberOption, durationNsOption, parseHostPort } from '../args.js';
+import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
+import { ntpServersFromArgs } from '../ntp-servers.js';
 import { UsageError } from '../errors.js';
 import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom, keysFrom } from '../mesh/options.js';
 import { realClock, SimulatedClock, type RawClock } from '../../time/clock.js';
@@ -26,6 +27,8 @@ broker, acks them, fires them at the instant, reports each fire.
 
   --id ID                this node's name (letters, digits, . _ -); also its MQTT user name in an ACL
   --ntp HOST[:PORT]      NTP server(s) to sync to (usually the hub); repeatable
+  --ntp-keys FILE        NTP symmetric keys (chrony's keyfile format), for an authenticated hub
+  --ntp-key-id N         authenticate the NTP servers with this key
   --system-clock         trust the system clock instead (chrony already runs here)
   --system-error DUR     error bound claimed for the system clock (default 500us; chrony's 'chronyc tracking' tells)
   --min-poll SECONDS     NTP poll interval once started (default 1)
@@ -64,6 +67,8 @@ export const command: Command = {
       ...MQTT_OPTIONS,
       id: { type: 'string' },
       ntp: { type: 'string', multiple: true },
+      'ntp-keys': { type: 'string' },
+      'ntp-key-id': { type: 'string' },
       'system-clock': { type: 'boolean' },
       'system-error': { type: 'string' },
       'min-poll': { type: 'string' },
@@ -115,8 +120,15 @@ export const command: Command = {
     if (ntpSpecs.length) {
       const minPoll = values['min-poll'] ? numberOption('min-poll', values['min-poll'], { min: 1 / 64, max: 1024 }) : 1;
       const maxPoll = values['max-poll'] ? numberOption('max-poll', values['max-poll'], { min: minPoll, max: 131072 }) : Math.max(8, minPoll);
+      // Not resolved now: at boot the hub's name (mDNS) may not resolve yet; the client retries.
+      const { servers, keys: ntpKeys } = await ntpServersFromArgs(ntpSpecs, {
+        keysPath: values['ntp-keys'],
+        keyId: values['ntp-key-id'] === undefined ? undefined : numberOption('ntp-key-id', values['ntp-key-id'], { min: 1, max: 2 ** 32 - 1, integer: true }),
+        resolve: false,
+      });
       client = new NtpClient({
-        servers: ntpSpecs.map((s) => parseHostPort(s, 123)),
+        servers,
+        ...(ntpKeys ? { keys: ntpKeys } : {}),
         timescale,
         minPollSeconds: minPoll,
         maxPollSeconds: maxPoll,
