@@ -26,9 +26,14 @@ Send triggers with 'lockstep trigger' (any machine that reaches the broker).
   --allow CIDR           NTP clients allowed (repeatable; default everyone)
   --ntp-keys FILE        NTP symmetric keys (chrony's keyfile format)
   --no-ntp               do not serve time (the nodes use another server)
-  --system-error DUR     error bound claimed for this machine's clock (default 1ms; it is what the hub serves)
+  --system-error DUR     error bound claimed for this machine's clock, which the hub serves (default 100us:
+                         chrony on a LAN; 'chronyc tracking' tells). It adds to every node's bound, so it
+                         must stay well under the triggers' --ready-within (default 1ms)
   --json                 one JSON line per node state change on stdout
 ${MQTT_HELP}`;
+
+/** 100 µs: what chrony typically achieves on a LAN; 1 ms would fail the default 1 ms readiness gate by itself. */
+const DEFAULT_HUB_ERROR_NS = 100_000;
 
 export function describeNode(v: NodeView): string {
   const s = v.state;
@@ -63,7 +68,7 @@ export const command: Command = {
         throw new UsageError(`--ntp-keys: ${(error as Error).message}`);
       }
     }
-    const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : 1_000_000;
+    const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : DEFAULT_HUB_ERROR_NS;
     const timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: systemErrorNs } });
     let lastLine = new Map<string, string>();
     const hub = new MeshHub({
