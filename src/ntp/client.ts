@@ -53,6 +53,8 @@ export interface ClientStatus {
   /** The model in force: timescale.offsetSeconds() (UTC − raw). */
   offsetSeconds: number;
   frequencyPpm: number;
+  /** Uncertainty (3σ) of the frequency of the last estimate applied, ppm. */
+  frequencyErrorPpm?: number;
   errorBoundSeconds: number;
   /** The selected source's. */
   stratum?: number;
@@ -116,6 +118,7 @@ export class NtpClient {
   private running = false;
   private selectedIndex: number | undefined;
   private lastSampleRawNs: bigint | undefined;
+  private lastFrequencyErrorPpm: number | undefined;
   /** Counts of what happened, for tests and the status line. */
   readonly counters = { samples: 0, rejected: 0, kisses: 0, updates: 0 };
 
@@ -205,6 +208,7 @@ export class NtpClient {
       status.rootDispersionSeconds = last.rootDispersionNs / 1e9;
     }
     if (this.lastSampleRawNs !== undefined) status.lastSampleRawNs = this.lastSampleRawNs;
+    if (this.lastFrequencyErrorPpm !== undefined) status.frequencyErrorPpm = this.lastFrequencyErrorPpm;
     return status;
   }
 
@@ -375,6 +379,7 @@ export class NtpClient {
     });
     if (estimate) {
       this.timescale.apply(estimate, rawNow);
+      this.lastFrequencyErrorPpm = estimate.frequencyErrorPpm;
       this.counters.updates++;
     }
     this.notify();

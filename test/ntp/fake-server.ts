@@ -11,6 +11,8 @@ import { realClock } from '../../src/time/clock.js';
 export interface FakeServerOptions {
   /** Added to true time in every honest reply, seconds. */
   offsetSeconds?: number;
+  /** Listen here (default 127.0.0.1; '::1' for IPv6). */
+  host?: string;
   /** Builds the datagrams sent for a request (default: one honest reply). */
   respond?: (request: NtpPacket, honest: () => NtpPacket, requestBytes: Buffer) => Buffer[];
 }
@@ -43,9 +45,10 @@ export function honestReply(request: NtpPacket, offsetSeconds = 0): NtpPacket {
 }
 
 export async function startFakeServer(options: FakeServerOptions = {}): Promise<FakeServer> {
-  const socket: Socket = createSocket('udp4');
+  const host = options.host ?? '127.0.0.1';
+  const socket: Socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
   const server: FakeServer = {
-    host: '127.0.0.1',
+    host,
     port: 0,
     requests: 0,
     stop: () => new Promise<void>((r) => socket.close(() => r())),
@@ -63,7 +66,7 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
     for (const reply of replies) socket.send(reply, rinfo.port, rinfo.address);
   });
   socket.on('error', () => undefined);
-  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => socket.bind(0, host, () => r()));
   server.port = socket.address().port;
   return server;
 }

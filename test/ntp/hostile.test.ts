@@ -122,6 +122,21 @@ describe('ntp/client against hostile servers', function () {
     });
   });
 
+  it('IPv6: polls a server on [::1] over udp6', async () => {
+    const server = await startFakeServer({ host: '::1' });
+    const timescale = new Timescale(realClock());
+    const client = new NtpClient({ servers: [{ host: '::1', port: server.port }], timescale, minPollSeconds: 0.25, maxPollSeconds: 0.25 });
+    await client.start();
+    try {
+      const s = await client.waitUntilSynchronized(3000);
+      expect(s.sources[0]!.address).to.equal(`[::1]:${server.port}`);
+      expect(Math.abs(s.offsetSeconds)).to.be.below(0.005);
+    } finally {
+      await client.stop();
+      await server.stop();
+    }
+  });
+
   it('a liar among honest servers does not move the model; a spoofed reply from elsewhere is never seen', async () => {
     const honest = await startFakeServer();
     const liar = await startFakeServer({ offsetSeconds: -30 });
