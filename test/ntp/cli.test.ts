@@ -54,7 +54,7 @@ describe('ntp/cli: lockstep query and sync', function () {
   });
 
   it('sync --json: converges to −(3.2 + 50e-6 × elapsed) and −50 ppm on a simulated clock', async () => {
-    const r = await runCli(['sync', `${chronyd.host}:${chronyd.port}`, '--json', '--duration', '6', '--sim-offset', '3.2', '--sim-drift', '50', '--min-poll', '0.5'], { timeoutMs: 20_000 });
+    const r = await runCli(['sync', `${chronyd.host}:${chronyd.port}`, '--json', '--duration', '5', '--sim-offset', '3.2', '--sim-drift', '50', '--min-poll', '0.5'], { timeoutMs: 20_000 });
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.length).to.be.above(5);
@@ -95,15 +95,19 @@ describe('ntp/cli: lockstep query and sync', function () {
     }
   });
 
-  for (const keyId of ['1', '2', '3']) {
-    it(`sync --keys --key-id ${keyId}: authenticates with chronyd (${KEY_LINES[Number(keyId) - 1]!.split(' ')[1]})`, async () => {
-      const r = await runCli(['sync', `${keyed.host}:${keyed.port}`, '--json', '--duration', '1.5', '--keys', join(dir, 'keys'), '--key-id', keyId], { timeoutMs: 10_000 });
-      expect(r.code, r.stderr + r.stdout.slice(-500)).to.equal(0);
+  it('sync --keys --key-id: authenticates with chronyd (SHA1, AES128-CMAC, SHA256)', async () => {
+    const runs = await Promise.all(
+      ['1', '2', '3'].map((keyId) =>
+        runCli(['sync', `${keyed.host}:${keyed.port}`, '--json', '--duration', '1.5', '--keys', join(dir, 'keys'), '--key-id', keyId], { timeoutMs: 10_000 }),
+      ),
+    );
+    runs.forEach((r, i) => {
+      expect(r.code, `key ${i + 1}: ${r.stderr}${r.stdout.slice(-500)}`).to.equal(0);
       const last = JSON.parse(r.stdout.trim().split('\n').pop()!) as { synchronized: boolean; offsetSeconds: number };
       expect(last.synchronized).to.equal(true);
       expect(Math.abs(last.offsetSeconds)).to.be.below(1e-3);
     });
-  }
+  });
 
   it('sync with the wrong key: nothing is accepted, the reason is shown', async () => {
     const r = await runCli(['sync', `${keyed.host}:${keyed.port}`, '--duration', '1.5', '--keys', join(dir, 'wrong-keys'), '--key-id', '1'], { timeoutMs: 10_000 });

@@ -102,6 +102,7 @@ export const command: Command = {
         synchronized: status.synchronized,
         offsetSeconds: timescale.offsetSeconds(rawNs),
         frequencyPpm: status.frequencyPpm,
+        frequencyErrorPpm: status.frequencyErrorPpm ?? null,
         errorBoundSeconds: Number.isFinite(status.errorBoundSeconds) ? status.errorBoundSeconds : null,
         utc: status.synchronized ? formatUtcNs(timescale.utcAt(rawNs)) : null,
         steps: timescale.steps,
