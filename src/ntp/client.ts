@@ -342,7 +342,13 @@ export class NtpClient {
       this.notify();
       return;
     }
-    this.accept(runner, result.sample);
+    try {
+      this.accept(runner, result.sample);
+    } catch (error) {
+      // A service must outlive one bad sample (or a listener that throws): report, carry on.
+      runner.source.lastError = `sample not used: ${(error as Error).message}`;
+      this.counters.rejected++;
+    }
   }
 
   private accept(runner: Runner, sample: Sample): void {
@@ -399,6 +405,12 @@ export class NtpClient {
   private notify(): void {
     if (this.listeners.size === 0) return;
     const s = this.status();
-    for (const listener of [...this.listeners]) listener(s);
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(s);
+      } catch {
+        /* a listener's failure is its own; the client keeps running */
+      }
+    }
   }
 }
