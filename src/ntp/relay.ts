@@ -36,6 +36,8 @@ export interface UdpRelayStats {
 
 /** More distinct clients than this and the oldest upstream socket is closed. */
 const MAX_CLIENTS = 256;
+/** libuv's timer clock ticks in whole milliseconds. */
+const TIMER_GRANULARITY_MS = 1;
 /** An upstream socket unused this long is closed. */
 const IDLE_CLOSE_MS = 60_000;
 
@@ -63,6 +65,7 @@ export class UdpRelay {
   private listener: Socket | undefined;
   private readonly upstreams = new Map<string, Upstream>();
   private readonly pending = new Set<NodeJS.Timeout>();
+  private readonly pendingImmediates = new Set<NodeJS.Immediate>();
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly counters = { toServer: 0, toClient: 0, dropped: 0 };
 
@@ -109,6 +112,8 @@ export class UdpRelay {
   async stop(): Promise<void> {
     for (const timer of this.pending) clearTimeout(timer);
     this.pending.clear();
+    for (const immediate of this.pendingImmediates) clearImmediate(immediate);
+    this.pendingImmediates.clear();
     if (this.idleTimer) clearInterval(this.idleTimer);
     const sockets = [...this.upstreams.values()].map((u) => u.socket);
     this.upstreams.clear();
@@ -137,17 +142,31 @@ export class UdpRelay {
     this.armUntil(dueNs, send);
   }
 
-  /** setTimeout wakes up to 1 ms early (libuv counts whole ms): re-arm until due. */
+  /**
+   * setTimeout counts whole milliseconds (it wakes up to 1 ms early, and a
+   * sub-ms remainder becomes a full 1 ms), so it only gets within a
+   * millisecond of the due time; the last millisecond passes in setImmediate
+   * turns, which keep serving I/O. Deliveries are then neither early nor
+   * late by the timer's granularity, and the delays are the model's.
+   */
   private armUntil(dueNs: bigint, send: () => void): void {
     const remainingMs = Number(dueNs - process.hrtime.bigint()) / 1e6;
     if (remainingMs <= 0) {
       send();
       return;
     }
+    if (remainingMs < TIMER_GRANULARITY_MS + 0.5) {
+      const immediate = setImmediate(() => {
+        this.pendingImmediates.delete(immediate);
+        this.armUntil(dueNs, send);
+      });
+      this.pendingImmediates.add(immediate);
+      return;
+    }
     const timer = setTimeout(() => {
       this.pending.delete(timer);
       this.armUntil(dueNs, send);
-    }, remainingMs);
+    }, remainingMs - TIMER_GRANULARITY_MS);
     this.pending.add(timer);
   }
 

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: runs every test/bench/*.bench.js (or those named on the
- * command line: `npm run bench -- scheduler ntp`), each printing its table and
+ * command line by exact name: `npm run bench -- scheduler ntp`), each printing its table and
  * writing JSON under bench-results/. Never part of `npm test`.
  */
 import { readdirSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -16,7 +16,7 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 const wanted = process.argv.slice(2);
 const files = readdirSync(here)
   .filter((f) => f.endsWith('.bench.js'))
-  .filter((f) => wanted.length === 0 || wanted.some((w) => f.startsWith(w)))
+  .filter((f) => wanted.length === 0 || wanted.some((w) => f === `${w}.bench.js`))
   .sort();
 if (files.length === 0) {
   console.error(`no benchmark matches ${wanted.join(' ') || '(any)'}`);
