@@ -6,6 +6,7 @@ import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
 import { fireJson, fireLine, skipJson, skipLine, type FireExtras } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
 import { Scheduler } from '../../schedule/scheduler.js';
+import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { parseWhen, WhenSyntaxError, WHEN_FORMATS } from '../../schedule/when.js';
 import type { FireReport, SkipReport } from '../../schedule/reports.js';
 
@@ -53,6 +54,7 @@ export const command: Command = {
         if (error instanceof WhenSyntaxError) throw new UsageError(error.message);
         throw error;
       }
+      lowerTimerSlack(); // wake-ups ~50 µs sooner, less spin (src/schedule/process-tuning.ts); best effort
       const scheduler = new Scheduler({ timescale: clock.timescale });
       clock.attach(scheduler);
       const outcome = await new Promise<{ report: FireReport; spawned: Spawned; firedHrNs: bigint } | { skip: SkipReport }>((resolve, reject) => {

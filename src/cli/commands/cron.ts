@@ -6,6 +6,7 @@ import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
 import { fireJson, fireLine, skipJson, skipLine } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
 import { Scheduler } from '../../schedule/scheduler.js';
+import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { CronPatternError } from '../../schedule/errors.js';
 
 const help = `usage: lockstep cron 'EXPR' [--tz ZONE] [--overlap skip|allow] [--count N] [--ntp SERVER]... [--json] -- CMD [ARGS...]
@@ -50,6 +51,7 @@ export const command: Command = {
     const prepared = prepareCommand(rest);
     const say = (line: string) => process.stderr.write(`lockstep cron: ${line}\n`);
     const clock = await openClockSource(values, values.quiet ? () => {} : say);
+    lowerTimerSlack(); // wake-ups ~50 µs sooner, less spin (src/schedule/process-tuning.ts); best effort
     const scheduler = new Scheduler({ timescale: clock.timescale });
     clock.attach(scheduler);
     const running = new Set<Spawned>();
