@@ -60,6 +60,8 @@ export interface TriggerResult {
   /** Spread of the reported instants across nodes, over edges. */
   spread?: Quantiles;
   trueSpread?: Quantiles;
+  /** Simulated clocks: spread of the true instants at which the nodes' clocks read each planned instant. */
+  clockSpread?: Quantiles;
   /** Published → the last target's ack, ms. */
   allAcksMs?: number;
   duplicateReports: number;
@@ -252,6 +254,8 @@ export class Coordinator {
     if (spread) result.spread = spread;
     const trueSpread = quantiles(multi.filter((e) => e.trueSpreadNs !== undefined).map((e) => e.trueSpreadNs!));
     if (trueSpread) result.trueSpread = trueSpread;
+    const clockSpread = quantiles(multi.filter((e) => e.clockSpreadNs !== undefined).map((e) => e.clockSpreadNs!));
+    if (clockSpread) result.clockSpread = clockSpread;
     if (allAcksMs !== undefined) result.allAcksMs = allAcksMs;
     return result;
   }

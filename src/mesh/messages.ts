@@ -119,6 +119,13 @@ export interface ReportMessage {
   offsetNs: bigint;
   /** Simulated actuators only: the true instant of the edge (the simulation knows truth). */
   trueNs?: bigint;
+  /**
+   * Simulated clocks only: the true instant at which this node's disciplined
+   * clock read plannedNs. Across nodes its spread is how well the clocks
+   * agreed, without the fire latency: what nodes that each own a CPU (one
+   * node per Pi) would see, plus their own fire latency.
+   */
+  clockTrueNs?: bigint;
   /** GPIO: the level driven by this edge. */
   level?: 0 | 1;
   detail?: string;
@@ -384,6 +391,7 @@ export function decodeReport(o: Record<string, unknown>): ParseResult<ReportMess
         errorBoundNs: num(o, 'errorBoundNs', { min: 0 }),
         offsetNs: ns(o, 'offsetNs'),
         trueNs: optNs(o, 'trueNs'),
+        clockTrueNs: optNs(o, 'clockTrueNs'),
         level: level as 0 | 1 | undefined,
         detail: optStr(o, 'detail'),
         error: optStr(o, 'error'),

@@ -63,6 +63,12 @@ export interface MeshNodeOptions {
   actuatorFor(action: ActionSpec): Actuator;
   /** Simulated nodes: the true time now (reports carry it as trueNs). */
   truthNs?: () => bigint;
+  /**
+   * Simulated nodes: the true instant at which the disciplined clock reads
+   * utcNs (for a SimulatedClock: clock.truthAtRaw(timescale.rawAt(utcNs))).
+   * Reports carry it for the planned instant as clockTrueNs.
+   */
+  clockTruthAt?: (utcNs: bigint) => bigint;
   keys?: KeyRing;
   /** Refuse unsigned triggers (default: true when keys are given). */
   requireSignature?: boolean;
@@ -410,6 +416,8 @@ export class MeshNode {
   /** Runs synchronously right after the actuator fired: keep it cheap (no I/O waits). */
   private onFire(trigger: TriggerMessage, r: ActionFireReport): void {
     const trueNs = this.o.truthNs?.();
+    // After the fire (the fire came first), with the same Timescale the scheduler used for it.
+    const clockTrueNs = this.o.clockTruthAt?.(r.plannedNs);
     this.counters.fires++;
     const report: ReportMessage = {
       v: 1,
@@ -426,6 +434,7 @@ export class MeshNode {
     };
     // The truth was read after fire() returned: subtract the time the actuator took.
     if (trueNs !== undefined) report.trueNs = trueNs - BigInt(Math.round(r.outcome?.costNs ?? 0));
+    if (clockTrueNs !== undefined) report.clockTrueNs = clockTrueNs;
     if (r.level !== undefined) report.level = r.level;
     if (r.outcome?.detail) report.detail = r.outcome.detail;
     if (r.error) report.error = r.error;

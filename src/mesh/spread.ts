@@ -37,6 +37,14 @@ export interface EdgeRow {
   spreadNs: number;
   /** max − min of the true instants (simulated actuators only). */
   trueSpreadNs?: number;
+  /**
+   * max − min of the true instants at which each node's disciplined clock
+   * read the planned instant (simulated clocks only): how well the clocks
+   * agreed, without the fire latency. Nodes that each own a CPU see this
+   * plus their own (single-node) fire latency; co-located processes see
+   * trueSpreadNs.
+   */
+  clockSpreadNs?: number;
 }
 
 export interface Quantiles {
@@ -102,6 +110,8 @@ export function edgeRows(reports: ReportMessage[]): EdgeRow[] {
     if (first.level !== undefined) row.level = first.level;
     const trues = list.filter((r) => r.trueNs !== undefined).map((r) => r.trueNs!);
     if (trues.length === list.length && trues.length > 0) row.trueSpreadNs = range(trues);
+    const clocks = list.filter((r) => r.clockTrueNs !== undefined).map((r) => r.clockTrueNs!);
+    if (clocks.length === list.length && clocks.length > 0) row.clockSpreadNs = range(clocks);
     rows.push(row);
   }
   return rows.sort((a, b) => a.index - b.index || (b.level ?? 0) - (a.level ?? 0));
@@ -134,16 +144,22 @@ export function formatNodeTable(rows: NodeRow[]): string {
   );
 }
 
+/** Column titles shared by the trigger, demo and benchmark tables: the two simulated spreads are different things. */
+export const TRUE_SPREAD_LABEL = 'true fire spread';
+export const CLOCK_SPREAD_LABEL = 'clock agreement spread';
+
 export function formatEdgeTable(rows: EdgeRow[]): string {
   const simulated = rows.some((r) => r.trueSpreadNs !== undefined);
+  const clocks = rows.some((r) => r.clockSpreadNs !== undefined);
   return table(
-    ['fire', 'edge', 'nodes', 'spread (reported)', ...(simulated ? ['spread (true)'] : [])],
+    ['fire', 'edge', 'nodes', 'spread (reported)', ...(simulated ? [TRUE_SPREAD_LABEL] : []), ...(clocks ? [CLOCK_SPREAD_LABEL] : [])],
     rows.map((r) => [
       String(r.index),
       r.level === undefined ? '-' : r.level ? 'on' : 'off',
       String(r.nodes),
       formatNs(r.spreadNs),
       ...(simulated ? [opt(r.trueSpreadNs)] : []),
+      ...(clocks ? [opt(r.clockSpreadNs)] : []),
     ]),
   );
 }

@@ -193,6 +193,7 @@ export const command: Command = {
       sync,
       actuatorFor: (action: ActionSpec) => lazyActuator(action, hardware),
       truthNs: driver === 'sim' ? () => lastTrueNs! : undefined,
+      clockTruthAt: clock instanceof SimulatedClock ? (utcNs) => (clock as SimulatedClock).truthAtRaw(timescale.rawAt(utcNs)) : undefined,
       keys,
       requireSignature: values['require-signature'] ?? !!keys,
       stateFile: new StateFile(values['state-file'] ?? join(homedir(), '.lockstep', `node-${id}.json`)),

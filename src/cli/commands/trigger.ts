@@ -17,7 +17,7 @@ import { MqttSession } from '../../mesh/mqtt-session.js';
 import { NodeDirectory } from '../../mesh/presence.js';
 import { Coordinator, resultJson, type TriggerResult } from '../../mesh/coordinator.js';
 import { NotReadyError, formatNs } from '../../mesh/readiness.js';
-import { formatNodeTable, formatEdgeTable } from '../../mesh/spread.js';
+import { formatNodeTable, formatEdgeTable, TRUE_SPREAD_LABEL, CLOCK_SPREAD_LABEL } from '../../mesh/spread.js';
 
 const help = `usage: lockstep trigger ACTION [action options] [--in 2s | --at WHEN] [--nodes ID,...] [--ready-within 1ms] [--json]
        lockstep trigger cancel TRIGGER_ID [--nodes ID,...] [--json]
@@ -97,7 +97,9 @@ export function printResult(result: TriggerResult, out: (s: string) => void): vo
   const s = result.spread;
   if (s) out(`\nspread of reported instants across nodes: p50 ${formatNs(s.p50)}, p99 ${formatNs(s.p99)}, max ${formatNs(s.max)} over ${s.n} edges\n`);
   const t = result.trueSpread;
-  if (t) out(`spread of TRUE instants (simulated actuators): p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)}, max ${formatNs(t.max)}\n`);
+  if (t) out(`${TRUE_SPREAD_LABEL} (simulated actuators; all nodes on THIS machine's cores): p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)}, max ${formatNs(t.max)}\n`);
+  const c = result.clockSpread;
+  if (c) out(`${CLOCK_SPREAD_LABEL} (when each node's clock read the instant; one node per computer adds only its own fire latency): p50 ${formatNs(c.p50)}, p99 ${formatNs(c.p99)}, max ${formatNs(c.max)}\n`);
   if (result.allAcksMs !== undefined) out(`all acks ${result.allAcksMs.toFixed(1)} ms after publishing\n`);
 }
 
