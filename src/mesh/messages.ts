@@ -156,6 +156,12 @@ export interface StateMessage {
   /** null: unbounded (not synchronized). */
   errorBoundNs?: number | null;
   lastSampleNs?: bigint | null;
+  /**
+   * NTP-synced nodes: the part of errorBoundNs their selected server declared
+   * about itself (root delay / 2 + root dispersion). Nodes of one hub share
+   * it, so it does not separate them: the readiness gate leaves it out.
+   */
+  sourceDistanceNs?: number;
   sources?: SourceSummary[];
   pending?: number;
   actions?: string[];
@@ -443,6 +449,7 @@ export function decodeState(o: Record<string, unknown>): ParseResult<StateMessag
         frequencyPpm: optNum(o, 'frequencyPpm'),
         errorBoundNs: bound as number | null | undefined,
         lastSampleNs: o.lastSampleNs === null ? null : optNs(o, 'lastSampleNs'),
+        sourceDistanceNs: optNum(o, 'sourceDistanceNs', { min: 0 }),
         sources: sources(o),
         pending: optNum(o, 'pending', { integer: true, min: 0 }),
         actions: actions as string[] | undefined,

@@ -47,6 +47,8 @@ export interface SyncSnapshot {
   errorBoundNs: number;
   /** UTC of the last good NTP sample, if any. */
   lastSampleNs?: bigint;
+  /** NTP: the selected server's own root distance, part of errorBoundNs shared with its other clients. */
+  sourceDistanceNs?: number;
   sources: SourceSummary[];
 }
 
@@ -242,6 +244,7 @@ export class MeshNode {
       frequencyPpm: Math.round(s.frequencyPpm * 1000) / 1000,
       errorBoundNs: Number.isFinite(s.errorBoundNs) ? Math.round(s.errorBoundNs) : null,
       lastSampleNs: s.lastSampleNs ?? null,
+      ...(s.sourceDistanceNs !== undefined && Number.isFinite(s.sourceDistanceNs) ? { sourceDistanceNs: Math.round(s.sourceDistanceNs) } : {}),
       sources: s.sources,
       pending: this.running.size + this.restoring.length,
       actions: [...this.allowKinds],

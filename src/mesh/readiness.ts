@@ -2,6 +2,8 @@
  * The readiness gate: a trigger goes out only when every target node says,
  * in a fresh state message, that its clock's error bound is under the
  * threshold. Otherwise "fire together" is a hope, not a measurement.
+ * All targets are measured by one rule: their whole bound, or, when they all
+ * follow the same NTP server, their bound beyond that server's own.
  */
 import type { NodeDirectory, NodeView } from './presence.js';
 
@@ -35,28 +37,64 @@ export function formatNs(ns: number): string {
   return `${(ns / 1e9).toFixed(3)} s`;
 }
 
-function judge(dir: NodeDirectory, id: string, view: NodeView | undefined, o: GateOptions): Laggard | undefined {
+/**
+ * The source a node's state says it follows (its selected NTP server, as it
+ * addresses it), with the part of its bound that server declared about
+ * itself; undefined for a node on its system clock or without that figure.
+ */
+function sharedSource(view: NodeView | undefined): { address: string; distanceNs: number } | undefined {
+  const s = view?.state;
+  if (!s || view!.status !== 'online' || s.sourceDistanceNs === undefined) return undefined;
+  const selected = s.sources?.find((x) => x.state === 'selected');
+  return selected ? { address: selected.address, distanceNs: s.sourceDistanceNs } : undefined;
+}
+
+/**
+ * Nodes that all follow the same server inherit its error alike: it moves
+ * them together and cannot make them disagree. The gate is about agreement,
+ * so when every target names the same selected server, each bound is judged
+ * without that shared part (a hub whose own clock is only known to 5 ms does
+ * not hold back nodes that agree with it to 200 µs). Otherwise (mixed
+ * sources, system-clock nodes) every bound is judged whole: one rule for all
+ * targets, never a mix.
+ */
+export function sharedSourceAddress(dir: NodeDirectory, targets: string[]): string | undefined {
+  let address: string | undefined;
+  for (const id of targets) {
+    const src = sharedSource(dir.get(id));
+    if (!src || (address !== undefined && src.address !== address)) return undefined;
+    address = src.address;
+  }
+  return address;
+}
+
+function judge(dir: NodeDirectory, id: string, view: NodeView | undefined, o: GateOptions, relativeTo: string | undefined): Laggard | undefined {
   if (!view) return { node: id, why: 'never seen (no state message)' };
   if (view.status === 'offline') return { node: id, why: 'offline' };
   const age = dir.ageMs(view);
   if (age > o.maxStateAgeMs) return { node: id, why: `no state for ${(age / 1000).toFixed(1)} s` };
   const s = view.state;
   if (!s.synchronized) return { node: id, why: 'not synchronized', errorBoundNs: null };
-  const bound = s.errorBoundNs;
-  if (bound === null || bound === undefined) return { node: id, why: 'no error bound', errorBoundNs: null };
-  if (bound > o.thresholdNs) return { node: id, why: `error bound ${formatNs(bound)} > ${formatNs(o.thresholdNs)}`, errorBoundNs: bound };
+  const whole = s.errorBoundNs;
+  if (whole === null || whole === undefined) return { node: id, why: 'no error bound', errorBoundNs: null };
+  const bound = relativeTo !== undefined ? Math.max(0, whole - (s.sourceDistanceNs ?? 0)) : whole;
+  if (bound > o.thresholdNs) {
+    const what = relativeTo !== undefined ? `error bound ${formatNs(bound)} beyond the shared server ${relativeTo}` : `error bound ${formatNs(bound)}`;
+    return { node: id, why: `${what} > ${formatNs(o.thresholdNs)}`, errorBoundNs: bound };
+  }
   return undefined;
 }
 
-/** The targets and who holds them up, right now. */
-export function readiness(dir: NodeDirectory, o: GateOptions): { targets: string[]; laggards: Laggard[] } {
+/** The targets and who holds them up, right now (and the shared server the bounds were judged against, if any). */
+export function readiness(dir: NodeDirectory, o: GateOptions): { targets: string[]; laggards: Laggard[]; relativeTo?: string } {
   const targets = o.nodes ?? dir.online();
+  const relativeTo = sharedSourceAddress(dir, targets);
   const laggards: Laggard[] = [];
   for (const id of targets) {
-    const l = judge(dir, id, dir.get(id), o);
+    const l = judge(dir, id, dir.get(id), o, relativeTo);
     if (l) laggards.push(l);
   }
-  return { targets, laggards };
+  return relativeTo !== undefined ? { targets, laggards, relativeTo } : { targets, laggards };
 }
 
 /** Waits until every target is ready; throws NotReadyError naming the laggards at the timeout. */

@@ -68,9 +68,15 @@ describe('mesh protocol: messages', () => {
     expect(decodeAck({ v: 1, type: 'ack', id: 'a1', node: 'n1', triggerId: 't', status: 'rejected', reason: 'nope', atNs: '5' }).ok).to.equal(false);
     const report = decodeReport({ v: 1, type: 'report', id: 'r:0:n1:t', node: 'n1', triggerId: 't', index: 0, plannedNs: '10', actualNs: '11', latenessNs: 1, errorBoundNs: 3, offsetNs: '-5', trueNs: '12', level: 1 });
     expect(report.ok && report.value.trueNs).to.equal(12n);
+    const simulated = decodeReport({ v: 1, type: 'report', id: 'r:0:n1:t', node: 'n1', triggerId: 't', index: 0, plannedNs: '10', actualNs: '11', latenessNs: 1, errorBoundNs: 3, offsetNs: '-5', trueNs: '12', clockTrueNs: '9' });
+    expect(simulated.ok && simulated.value.clockTrueNs).to.equal(9n);
+    expect(decodeReport({ v: 1, type: 'report', id: 'r:0:n1:t', node: 'n1', triggerId: 't', index: 0, plannedNs: '10', actualNs: '11', latenessNs: 1, errorBoundNs: 3, offsetNs: '-5', clockTrueNs: 'soon' }).ok).to.equal(false);
     expect(decodeState({ v: 1, type: 'state', node: 'n1', status: 'offline' }).ok).to.equal(true);
     expect(decodeState({ v: 1, type: 'state', node: 'n1', status: 'online', errorBoundNs: null, synchronized: false }).ok).to.equal(true);
     expect(decodeState({ v: 1, type: 'state', node: 'n1', status: 'maybe' }).ok).to.equal(false);
+    const withSource = decodeState({ v: 1, type: 'state', node: 'n1', status: 'online', errorBoundNs: 5_300_000, sourceDistanceNs: 5_000_000 });
+    expect(withSource.ok && withSource.value.sourceDistanceNs).to.equal(5_000_000);
+    expect(decodeState({ v: 1, type: 'state', node: 'n1', status: 'online', sourceDistanceNs: -1 }).ok).to.equal(false);
   });
 });
 

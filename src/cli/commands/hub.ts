@@ -8,8 +8,7 @@ import type { Command } from '../command.js';
 import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
 import { UsageError } from '../errors.js';
 import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom } from '../mesh/options.js';
-import { realClock } from '../../time/clock.js';
-import { Timescale } from '../../time/timescale.js';
+import { openServedClock } from '../served-clock.js';
 import { loadKeyFile } from '../../ntp/auth.js';
 import { MeshHub } from '../../mesh/hub.js';
 import { formatNs } from '../../mesh/readiness.js';
@@ -26,14 +25,21 @@ Send triggers with 'lockstep trigger' (any machine that reaches the broker).
   --allow CIDR           NTP clients allowed (repeatable; default everyone)
   --ntp-keys FILE        NTP symmetric keys (chrony's keyfile format)
   --no-ntp               do not serve time (the nodes use another server)
-  --system-error DUR     error bound claimed for this machine's clock, which the hub serves (default 100us:
-                         chrony on a LAN; 'chronyc tracking' tells). It adds to every node's bound, so it
-                         must stay well under the triggers' --ready-within (default 1ms)
+  --system-error DUR     error bound declared for this machine's clock when no local chronyd answers
+                         'chronyc tracking' (default 1ms); giving it stops asking chronyd. The hub serves
+                         the system clock, followed through steps (date -s, chrony's first step at boot)
+                         and refreshed, so its bound does not grow with uptime. Every node that syncs to
+                         the hub inherits this bound; the readiness gate leaves that shared part out
   --json                 one JSON line per node state change on stdout
 ${MQTT_HELP}`;
 
-/** 100 µs: what chrony typically achieves on a LAN; 1 ms would fail the default 1 ms readiness gate by itself. */
-const DEFAULT_HUB_ERROR_NS = 100_000;
+/**
+ * 1 ms: what chrony or systemd-timesyncd keep on a LAN, the same assumption as
+ * the scheduling commands' system-clock mode. It is shared by every node that
+ * syncs to this hub, so the readiness gate (which asks how well the nodes
+ * agree) subtracts it instead of needing it to be small.
+ */
+const DEFAULT_HUB_ERROR_NS = 1_000_000;
 
 export function describeNode(v: NodeView): string {
   const s = v.state;
@@ -69,13 +75,15 @@ export const command: Command = {
       }
     }
     const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : DEFAULT_HUB_ERROR_NS;
-    const timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: systemErrorNs } });
+    // Our time: the system clock followed through steps and refreshed (served-clock.ts), as serve-time does.
+    const served = await openServedClock({ errorBoundNs: systemErrorNs, useChrony: values['system-error'] === undefined });
+    const { timescale } = served;
     let lastLine = new Map<string, string>();
     const hub = new MeshHub({
       topics,
       mqtt,
       timescale,
-      ntp: values['no-ntp'] ? undefined : { port, bind: values['ntp-bind'], allow: values.allow, keys: ntpKeys },
+      ntp: values['no-ntp'] ? undefined : { port, bind: values['ntp-bind'], allow: values.allow, keys: ntpKeys, upstream: served.upstream },
       onNode: (view) => {
         if (values.json) {
           process.stdout.write(JSON.stringify(view.state, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
@@ -90,18 +98,20 @@ export const command: Command = {
     try {
       await hub.start();
     } catch (error) {
+      await served.stop();
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EACCES') throw new UsageError(`NTP port ${port} needs privilege: use --ntp-port 12300 (nodes: --ntp HUB:12300) or grant CAP_NET_BIND_SERVICE`);
       if (code === 'EADDRINUSE') throw new UsageError(`NTP port ${port} is in use (chronyd or ntpd?): stop it, or use --ntp-port`);
       throw error;
     }
-    process.stderr.write(`lockstep hub: ${hub.ntpAddress ? `serving time on ${hub.ntpAddress.address}:${hub.ntpAddress.port}, ` : ''}watching ${topics.prefix}/ on ${mqtt.url}\n`);
+    process.stderr.write(`lockstep hub: ${hub.ntpAddress ? `serving ${served.describe()} on ${hub.ntpAddress.address}:${hub.ntpAddress.port}, ` : ''}watching ${topics.prefix}/ on ${mqtt.url}\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
     });
     lastLine = new Map();
     await hub.stop();
+    await served.stop();
     return 0;
   },
 };

@@ -147,7 +147,11 @@ export const command: Command = {
       const last = timescale.lastEstimateRawNs;
       if (last !== undefined) snapshot.lastSampleNs = timescale.utcAt(last);
       if (client) {
-        snapshot.sources = client.status().sources.map((s) => ({
+        const status = client.status();
+        if (status.synchronized && status.rootDelaySeconds !== undefined && status.rootDispersionSeconds !== undefined) {
+          snapshot.sourceDistanceNs = (status.rootDelaySeconds / 2 + status.rootDispersionSeconds) * 1e9;
+        }
+        snapshot.sources = status.sources.map((s) => ({
           address: s.address,
           reach: s.reach,
           state: s.state,

@@ -7,17 +7,12 @@
 import type { Command } from '../command.js';
 import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
 import { EXIT_OK, EXIT_USAGE, UsageError } from '../errors.js';
-import { ntpServersFromArgs } from '../ntp-servers.js';
 import { NtpServer, NtpServerError, DEFAULT_NTP_PORT, DEFAULT_LOCAL_STRATUM, type NtpServerStats } from '../../ntp/server.js';
 import { parseCidr, CidrError, type Cidr } from '../../ntp/cidr.js';
 import { loadKeyFile, KeyFileError, type SymmetricKey } from '../../ntp/auth.js';
 import { DEFAULT_BURST, DEFAULT_RATE_PER_SECOND } from '../../ntp/ratelimit.js';
-import { followClient } from '../../ntp/upstream.js';
-import { SystemClockFollower } from '../../ntp/systemclock.js';
-import { NtpClient } from '../../ntp/client.js';
 import { formatRefId } from '../../ntp/packet.js';
-import { Timescale } from '../../time/timescale.js';
-import { realClock } from '../../time/clock.js';
+import { openServedClock } from '../served-clock.js';
 
 /**
  * The error we declare for the system clock when we serve it (no --upstream)
@@ -127,24 +122,17 @@ export const command: Command = {
       ? (event, _human, data) => process.stdout.write(JSON.stringify({ event, ...data }) + '\n')
       : (_event, human) => process.stdout.write(human + '\n');
 
-    // Our own time: the system clock, or a Timescale disciplined from upstream.
-    let client: NtpClient | undefined;
-    let timescale: Timescale;
-    if (values.upstream) {
-      const { servers } = await ntpServersFromArgs(values.upstream, {
-        ...(values.keys !== undefined ? { keysPath: values.keys } : {}),
-        ...(upstreamKeyId !== undefined ? { keyId: upstreamKeyId } : {}),
-      });
-      timescale = new Timescale(realClock());
-      client = new NtpClient({ servers, timescale, ...(keys ? { keys } : {}) });
-    } else {
-      timescale = new Timescale(realClock());
-    }
-    const follower = client ? followClient(client) : undefined;
-    // The system clock: followed through steps, and described by the local chronyd when there is one.
+    // Our own time: the system clock (followed through steps, described by a local chronyd), or upstream servers.
     const askChrony = values['local-stratum'] === undefined && values['clock-error'] === undefined;
-    const system = client ? undefined : new SystemClockFollower(timescale, { errorBoundNs: Number(clockErrorNs), useChrony: askChrony });
-    await system?.start();
+    const served = await openServedClock({
+      errorBoundNs: Number(clockErrorNs),
+      useChrony: askChrony,
+      ...(values.upstream ? { upstream: values.upstream } : {}),
+      ...(values.keys !== undefined ? { keysPath: values.keys } : {}),
+      ...(upstreamKeyId !== undefined ? { upstreamKeyId } : {}),
+      ...(keys ? { keys } : {}),
+    });
+    const { timescale, client, system } = served;
 
     const server = new NtpServer({
       timescale,
@@ -155,8 +143,7 @@ export const command: Command = {
       ...(keys ? { keys } : {}),
       requireAuth: values['require-auth'],
       localStratum,
-      ...(follower ? { upstream: follower.upstream } : {}),
-      ...(system ? { upstream: () => system.upstream() } : {}),
+      upstream: served.upstream,
       rateLimit: { ratePerSecond: rate, burst },
     });
 
@@ -164,8 +151,7 @@ export const command: Command = {
     try {
       bound = await server.start();
     } catch (error) {
-      follower?.stop();
-      system?.stop();
+      await served.stop();
       if (error instanceof NtpServerError) {
         process.stderr.write(`lockstep serve-time: ${error.message}\n`);
         return EXIT_USAGE;
@@ -232,9 +218,7 @@ export const command: Command = {
       process.on('SIGTERM', stop);
     });
     if (timer) clearInterval(timer);
-    follower?.stop();
-    system?.stop();
-    await client?.stop();
+    await served.stop();
     await server.stop();
     report('stopped');
     return EXIT_OK;

@@ -39,7 +39,8 @@ actions:
                         +2s, @EPOCHSECONDS[.frac]
   --tz ZONE             zone of wall times in --at (default: local)
   --nodes ID,...        target these nodes (default: every online node)
-  --ready-within DUR    error bound every target must report (default 1ms)
+  --ready-within DUR    error bound every target must report (default 1ms); when all follow the same NTP
+                        server (the hub), what they add to that server's own declared error
   --ready-timeout DUR   give up (exit 1, naming the laggards) after this long (default 30s)
   --retain              keep the trigger on the broker: nodes that connect later join (in phase)
   --key-id ID           sign with this key from --keys
