@@ -8,13 +8,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PrivateBroker } from '../../src/mesh/broker.js';
 import { MqttSession } from '../../src/mesh/mqtt-session.js';
 import { Topics } from '../../src/mesh/topics.js';
 import { track, untrack } from '../support/processes.js';
+import { repoRoot } from '../support/repo.js';
 
-const ACL = fileURLToPath(new URL('../../../../hardware/mosquitto-acl.conf', import.meta.url));
+const ACL = join(repoRoot(), 'hardware', 'mosquitto-acl.conf');
 
 function makeCa(dir: string): { cafile: string; certfile: string; keyfile: string } {
   const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
