@@ -10,6 +10,7 @@
  */
 import type { Actuator, FireOutcome, Level } from './actuator.js';
 import { InstantPassed } from './errors.js';
+import type { FireReport, SkipReport, IfPast } from './reports.js';
 
 export type ActionKind = 'blink' | 'capture' | 'command';
 export const ACTION_KINDS: readonly ActionKind[] = ['blink', 'capture', 'command'];
@@ -198,27 +199,9 @@ export function describeAction(action: ActionSpec): string {
 // this file depends on its shape, not its module: src/schedule/scheduler.ts
 // satisfies it.
 
-/** What the scheduler passes to an action, synchronously right after the spin tail. */
-export interface SchedulerFireReport {
-  jobId: string;
-  /** The k-th fire of this job. */
-  index: number;
-  /** Periodic jobs: the edge number k (instant = epoch + k·period + offset). */
-  edge?: bigint;
-  plannedNs: bigint;
-  actualNs: bigint;
-  latenessNs: number;
-  errorBoundNs: number;
-}
-
-/** An instant the scheduler did not fire (late, cancelled, ...). */
-export interface SchedulerSkipReport {
-  jobId: string;
-  index: number;
-  edge?: bigint;
-  plannedNs: bigint;
-  reason: string;
-}
+/** The scheduler's own report types (reports.ts), under the names this file uses. */
+export type SchedulerFireReport = FireReport;
+export type SchedulerSkipReport = SkipReport;
 
 export interface SchedulerJob {
   readonly id: string;
@@ -228,7 +211,7 @@ export interface SchedulerJob {
   nextInstantNs(): bigint | undefined;
 }
 
-export type PastPolicy = 'reject' | 'skip' | 'fire-late';
+export type PastPolicy = IfPast;
 
 export interface ActionScheduler {
   at(instantNs: bigint, action: (report: SchedulerFireReport) => void, options?: { ifPast?: PastPolicy }): SchedulerJob;
@@ -503,7 +486,7 @@ function scheduleActionNow(
   });
   if (job.nextInstantNs() === undefined && !finished && job.fired === 0) {
     // Skipped inside at() itself (ifPast 'skip'), before we knew the job's id.
-    reportSkip({ jobId: job.id, index: 0, plannedNs, reason: 'past' }, 0);
+    reportSkip({ jobId: job.id, index: 0, plannedNs, atNs: scheduler.timescale?.nowNs() ?? plannedNs, reason: 'past' }, 0);
     end();
   }
   return {
