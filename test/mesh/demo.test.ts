@@ -9,7 +9,8 @@ describe('lockstep demo', function () {
     expect(result.code, result.stderr).to.equal(0);
     const out = JSON.parse(result.stdout) as {
       rows: { node: string; ack: string; fires: number; offsetNs: number }[];
-      edges: { nodes: number; trueSpreadNs?: number }[];
+      edges: { nodes: number; trueSpreadNs?: number; clockSpreadNs?: number }[];
+      clockSpread?: { p50: number };
     };
     expect(out.rows).to.have.length(3);
     for (const row of out.rows) {
@@ -22,6 +23,16 @@ describe('lockstep demo', function () {
     expect(out.edges).to.have.length(4);
     // Generous: the 2-core machine is shared; the benchmark measures the real figure.
     for (const e of out.edges) expect(e.trueSpreadNs!).to.be.lessThan(50_000_000);
+    // Next to it, when the clocks themselves read each instant: present for every edge, and (loopback
+    // NTP to the same machine) well under the 1 ms the gate asked for.
+    for (const e of out.edges) expect(e.clockSpreadNs, 'clock agreement spread per edge').to.be.a('number').and.lessThan(1_000_000);
+    expect(out.clockSpread?.p50).to.be.a('number');
+  });
+
+  it('refuses a --spin the nodes would refuse, at once (not after the readiness timeout)', async () => {
+    const r = await runCli(['demo', '--nodes', '1', '--spin', 'soon'], { timeoutMs: 10_000 });
+    expect(r.code).to.equal(2);
+    expect(r.stderr).to.match(/--spin/);
   });
 
   it('refuses bad options with exit 2', async () => {

@@ -36,6 +36,11 @@ everything it started, also on Ctrl-C.
   --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
   --json               the result as one JSON object on stdout`;
 
+/**
+ * After a signal, the longest the graceful stop may take before the demo exits anyway (node
+ * processes get 3 s before SIGKILL, so do the broker's); the exit hook kills what is left by pid.
+ */
+const STOP_DEADLINE_MS = 8_000;
 /** As hardware/lockstep-node.service: a little priority for the spin tail. */
 const DEFAULT_DEMO_NICE = -5;
 
@@ -62,15 +67,28 @@ export const command: Command = {
     };
 
     const nice = values.nice === undefined ? DEFAULT_DEMO_NICE : numberOption('nice', values.nice, { min: -20, max: 19, integer: true });
+    // Checked here: a value the nodes refuse would leave the gate waiting for nodes that already exited.
+    if (values.spin !== undefined && values.spin.trim() !== '0') durationNsOption('spin', values.spin);
     const cluster = new Cluster({ nodes, wifi, nice, spin: values.spin });
     let interrupted = false;
+    // One stop, whoever asks first (a signal, or the end of the run); a signal during it waits for it.
+    let stopping: Promise<void> | undefined;
+    const stopCluster = () => (stopping ??= cluster.stop());
+    // Listeners stay installed until the process ends ('on', not 'once'): with none, Node restores the
+    // default action and a second signal, or one during the final stop, would kill the demo mid-stop.
     const onSignal = () => {
+      if (interrupted) {
+        // A second signal: stop waiting. The exit hook SIGKILLs every child still tracked by pid.
+        say('second signal: killing what is left');
+        process.exit(130);
+      }
       interrupted = true;
       say('\ninterrupted: stopping everything the demo started');
-      void cluster.stop().finally(() => process.exit(130));
+      setTimeout(() => process.exit(130), STOP_DEADLINE_MS).unref();
+      void stopCluster().finally(() => process.exit(130));
     };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     const t0 = Date.now();
     try {
       await cluster.start();
@@ -120,9 +138,12 @@ export const command: Command = {
       }
       throw error;
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      if (!interrupted) await cluster.stop();
+      if (!interrupted) await stopCluster();
+      // Kept until here: a signal during the final stop is handled like any other.
+      if (!interrupted) {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     }
   },
 };

@@ -227,6 +227,9 @@ export const command: Command = {
         process.stdin.resume();
       }
     });
+    // The resumed stdin would keep the event loop alive after a signal: the node stopped but never exited,
+    // and every demo stop waited for its SIGKILL (3 s). Let go of it first.
+    if (values['exit-with-stdin']) process.stdin.destroy();
     if (refresh) clearInterval(refresh);
     await node.stop();
     await client?.stop();
