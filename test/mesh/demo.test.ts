@@ -1,6 +1,17 @@
 /** `lockstep demo` end to end, small: NTP-synced simulated node processes, one short train. */
 import { expect } from 'chai';
-import { runCli } from '../support/cli.js';
+import { spawn } from 'node:child_process';
+import { runCli, CLI_PATH } from '../support/cli.js';
+import { track, untrack, waitFor } from '../support/processes.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 describe('lockstep demo', function () {
   this.timeout(90_000);
@@ -33,6 +44,24 @@ describe('lockstep demo', function () {
     const r = await runCli(['demo', '--nodes', '1', '--spin', 'soon'], { timeoutMs: 10_000 });
     expect(r.code).to.equal(2);
     expect(r.stderr).to.match(/--spin/);
+  });
+
+  it('a SIGTERM during its final stop (just after the results) is handled: exit 130, nothing it started survives', async () => {
+    // The old demo removed its listeners before the final stop: a signal then killed it by the default action.
+    const child = spawn(process.execPath, [CLI_PATH, 'demo', '--nodes', '1', '--blinks', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child.pid!);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    await waitFor(() => /a shared 2-core machine/.test(out), 60_000, `the demo's results (output: ${out})`);
+    const pids = [...out.matchAll(/pid (\d+)/g)].map((m) => Number(m[1]));
+    expect(pids.length, 'the broker and node pids are printed').to.be.greaterThanOrEqual(2);
+    child.kill('SIGTERM');
+    const r = await exited;
+    untrack(child.pid!);
+    expect(r, out).to.deep.equal({ code: 130, signal: null });
+    await waitFor(() => pids.every((p) => !alive(p)), 5_000, `the broker and nodes (${pids.join(', ')}) to be gone`);
   });
 
   it('refuses bad options with exit 2', async () => {
