@@ -282,7 +282,7 @@ export async function run(): Promise<unknown> {
   }
   const pad = (s: string, n: number) => s.padEnd(n);
   const num = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(1)).padStart(9);
-  console.log(`machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} — SHARED with other helpers' builds and tests right now: figures are noisy`);
+  console.log(`machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} (anything else running makes the tails worse)`);
   console.log(`${pad('method', 21)} ${'fire p50'.padStart(9)} ${'fire p99'.padStart(9)} ${'dlv p50'.padStart(9)} ${'dlv p99'.padStart(9)} ${'dlv max'.padStart(9)}     n  (µs)`);
   for (const r of rows) {
     console.log(`${pad(r.method, 21)} ${num(r.fire.p50Us)} ${num(r.fire.p99Us)} ${num(r.delivered?.p50Us)} ${num(r.delivered?.p99Us)} ${num(r.delivered?.maxUs)} ${String(r.fire.n).padStart(5)}  ${r.note}${r.lost ? `, ${r.lost} unacknowledged` : ''}`);

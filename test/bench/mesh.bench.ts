@@ -4,8 +4,8 @@
  * loopback and with NTP through the Wi-Fi-like relay; and the latency from
  * publishing a trigger to the last node's ack.
  *
- * All 10 nodes, the broker and the hub share this machine's 2 cores (and,
- * while the team works, other helpers' processes): every node busy-waits
+ * All 10 nodes, the broker and the hub share this machine's 2 cores
+ * (and whatever else runs): every node busy-waits
  * for the same instant, so the worst cases here are the scheduler losing the
  * CPU, not the clocks disagreeing. So next to the true fire spread the
  * table shows the clock agreement spread: per fire, the true instants at
@@ -184,7 +184,7 @@ async function timerSlackEffect(): Promise<SlackRow[] | undefined> {
 
 export async function run(): Promise<unknown> {
   console.log(`${NODES} node processes (nice ${NICE}${SPIN !== undefined ? `, spin ${SPIN}` : ''}), ${TRIGGERS} triggers per mode (each a 50 ms pulse: on and off edges); load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`);
-  console.log('NOTE: one shared 2-core machine hosts the broker, the hub, all nodes and other helpers\' work: numbers are noisy.\n');
+  console.log(`NOTE: this one ${cpus().length}-core machine hosts the broker, the hub and all nodes at once.\n`);
   const results: ModeResult[] = [];
   const rowsWanted: Record<string, [boolean, number]> = { loopback: [false, NODES], wifi: [true, NODES], loopback2: [false, 2], single: [false, 1] };
   // loopback2: as many nodes as cores, so no two spin tails compete for a core at the instant.

@@ -95,7 +95,7 @@ export async function run(): Promise<unknown> {
   }
 
   console.log('NTP server on loopback; load from a second process: paced (open loop) or closed loop with a bounded window in flight');
-  console.log(`machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} — SHARED with other helpers' builds and tests: figures are noisy`);
+  console.log(`machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} (anything else running makes the figures noisier)`);
   console.log('');
   console.log('| phase | window | requests/s | answered | chronyd -Q offset | rx latency comp. | tx latency comp. |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');

@@ -24,7 +24,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NtpClient } from '../../src/ntp/client.js';
@@ -303,7 +303,7 @@ export async function run(): Promise<unknown> {
     const valueWidth = Math.max(...rows.map((r) => r.value.length));
     console.log(`${'case'.padEnd(width)}  ${'measured'.padEnd(valueWidth)}  target`);
     for (const r of rows) console.log(`${r.case.padEnd(width)}  ${r.value.padEnd(valueWidth)}  ${r.target}`);
-    console.log('\n(2-core machine shared with other work: figures are noisy; the relay runs in its own process.)');
+    console.log(`\n(load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; the relay runs in its own process.)`);
     return {
       loopback: a,
       loopbackNegative: b,

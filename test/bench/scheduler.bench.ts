@@ -230,7 +230,7 @@ export async function run(): Promise<unknown> {
     ['lockstep alone, nice −10', qnice, 'part 3: as with Nice=-10 in the systemd unit'],
   ];
   console.log('');
-  console.log(`lateness (actual − planned; negative = early)   machine: ${cpus().length} cores, SHARED with other helpers' builds and tests, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`lateness (actual − planned; negative = early)   machine: ${cpus().length} cores, load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`${'method'.padEnd(26)} ${'n'.padStart(5)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'p99.9'.padStart(10)} ${'max'.padStart(10)} ${'early'.padStart(6)}  notes`);
   for (const [name, q, note] of rows) {
     console.log(`${name.padEnd(26)} ${String(q.n).padStart(5)} ${fmt(q.p50).padStart(10)} ${fmt(q.p99).padStart(10)} ${fmt(q.p999).padStart(10)} ${fmt(q.max).padStart(10)} ${String(q.early).padStart(6)}  ${note}`);
