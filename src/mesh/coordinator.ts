@@ -205,7 +205,8 @@ export class Coordinator {
       timeoutMs: request.readyTimeoutMs,
     });
     const { startNs, leadMs } = await this.chooseStart(request);
-    const wire = this.buildTrigger(request, startNs, targets);
+    // A retained trigger for the whole group names no nodes: nodes that connect later are meant to take it up.
+    const wire = this.buildTrigger(request, startNs, request.retain && !request.nodes ? undefined : targets);
     const id = wire.id as string;
     this.acks.set(id, new Map());
     this.ackTimes.set(id, new Map());

@@ -106,6 +106,15 @@ const REPORT_JITTER_MS = 10;
 /** Reports kept for re-sending: bounded by count and age. */
 const RECENT_REPORTS_MAX = 500;
 const RECENT_REPORTS_AGE_MS = 120_000;
+/**
+ * A trigger that arrives before the node has trustworthy time (a retained
+ * train, delivered the moment a booting node subscribes, before its first
+ * NTP sample) is held, not refused: nothing would send it again. Held at most
+ * this long (a node that cannot synchronize must say so) and this many (a
+ * flood while booting must not grow memory).
+ */
+const HOLD_UNSYNCHRONIZED_MS = 60_000;
+const MAX_HELD_TRIGGERS = 32;
 
 interface Running {
   trigger: TriggerMessage;
@@ -123,6 +132,8 @@ export class MeshNode {
   private readonly allowKinds: readonly ActionKind[];
   private readonly requireSignature: boolean;
   private restoring: PendingTrigger[] = [];
+  /** Admitted triggers waiting for the clock to become trustworthy, by id. */
+  private readonly held = new Map<string, { trigger: TriggerMessage; wire: Record<string, unknown>; timer: NodeJS.Timeout }>();
   private stateTimer: NodeJS.Timeout | undefined;
   private lastStateMs = 0;
   private seq = 0;
@@ -177,6 +188,7 @@ export class MeshNode {
     });
     this.unsubscribeTimescale = this.o.timescale.onChange(() => {
       this.restorePending();
+      this.releaseHeld();
       this.maybePublishState();
     });
     // Subscriptions are re-made by mqtt.js after reconnects; the first must be asked for.
@@ -218,6 +230,8 @@ export class MeshNode {
       this.flushReports();
     }
     this.unsubscribeTimescale?.();
+    for (const h of this.held.values()) clearTimeout(h.timer);
+    this.held.clear();
     for (const r of this.running.values()) r.run.cancel();
     this.running.clear();
     const offline: StateMessage = { v: 1, type: 'state', node: this.id, status: 'offline' };
@@ -310,14 +324,43 @@ export class MeshNode {
     const admitted = this.admit(payload);
     if (!admitted) return;
     const { trigger, wire } = admitted;
-    const ts = this.o.timescale;
-    if (!ts.synchronized) {
-      // Not remembered as seen: the same trigger may be re-sent once we are synchronized.
-      this.reject(trigger.id, 'not-synchronized', 'this node has no trustworthy time yet');
+    if (!this.o.timescale.synchronized) {
+      this.hold(trigger, wire);
       return;
     }
-    const now = ts.nowNs();
-    const replayed = this.replay.check(trigger.id, trigger.issuedNs, now);
+    await this.decide(trigger, wire);
+  }
+
+  /** Keeps a trigger until the clock is trustworthy (its age, expiry and instant mean nothing before). */
+  private hold(trigger: TriggerMessage, wire: Record<string, unknown>): void {
+    if (this.held.has(trigger.id)) return; // redelivered while held: it is decided once
+    if (this.held.size >= MAX_HELD_TRIGGERS) {
+      this.reject(trigger.id, 'not-synchronized', `this node has no trustworthy time yet, and already holds ${MAX_HELD_TRIGGERS} triggers until it has`);
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (!this.held.delete(trigger.id)) return;
+      this.reject(trigger.id, 'not-synchronized', `held ${HOLD_UNSYNCHRONIZED_MS / 1000} s, and this node still has no trustworthy time`);
+    }, HOLD_UNSYNCHRONIZED_MS);
+    timer.unref?.();
+    this.held.set(trigger.id, { trigger, wire, timer });
+    this.log(`holding ${trigger.id} until this node is synchronized`);
+  }
+
+  private releaseHeld(): void {
+    if (this.held.size === 0 || !this.o.timescale.synchronized || this.stopped) return;
+    const list = [...this.held.values()];
+    this.held.clear();
+    for (const { trigger, wire, timer } of list) {
+      clearTimeout(timer);
+      void this.decide(trigger, wire);
+    }
+  }
+
+  /** Checks that need a trustworthy clock, then schedules. */
+  private async decide(trigger: TriggerMessage, wire: Record<string, unknown>): Promise<void> {
+    const now = this.o.timescale.nowNs();
+    const replayed = this.replay.check(trigger.id, trigger.issuedNs, now, trigger.expiresNs);
     if (replayed) {
       const detail = this.running.has(trigger.id) ? `${replayed.detail} (and is scheduled: it fires once)` : replayed.detail;
       this.reject(trigger.id, replayed.reason, detail);
@@ -330,7 +373,7 @@ export class MeshNode {
     }
     const checked = validateAction(trigger.action, { allowKinds: this.allowKinds, allowOutDir: false });
     if (!checked.ok) {
-      const unknown = /unknown action kind|not accepted here/.test(checked.reason);
+      const unknown = this.allowKinds.every((k) => k !== trigger.action.kind);
       this.reject(trigger.id, unknown ? 'unknown-action' : 'malformed', checked.reason);
       return;
     }

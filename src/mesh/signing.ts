@@ -8,7 +8,9 @@
  * strings and numbers as JSON.stringify writes them. A signed message is
  * accepted once: its id is remembered until it expires, and an issue time far
  * from the node's clock is refused as stale, so a captured trigger cannot be
- * replayed later.
+ * replayed later. A message that is meant to live longer (a retained train,
+ * which nodes that connect later take up in phase) may be older than that, up
+ * to its own expiry: its id is remembered that long, so it still runs once.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -166,17 +168,28 @@ export class ReplayGuard {
   private readonly capacity: number;
   /** id → instant after which it may be forgotten (insertion-ordered). */
   private readonly seen = new Map<string, bigint>();
+  /**
+   * Until this instant an id may have been forgotten before its message
+   * expired (the capacity was exceeded): old messages are then judged by
+   * their age alone again, since their ids can no longer vouch for them.
+   */
+  private evictedUntilNs = 0n;
 
   constructor(options: ReplayGuardOptions = {}) {
     this.maxAgeNs = options.maxAgeNs ?? DEFAULT_MAX_AGE_NS;
     this.capacity = options.capacity ?? DEFAULT_CAPACITY;
   }
 
-  /** Checks without remembering. */
-  check(id: string, issuedNs: bigint, nowNs: bigint): { reason: RejectReason; detail: string } | undefined {
+  /**
+   * Checks without remembering. `expiresNs`: the message's own expiry; one
+   * issued longer ago than maxAge is still fresh until then (a late joiner
+   * receiving a retained train), as long as every id is remembered that long.
+   */
+  check(id: string, issuedNs: bigint, nowNs: bigint, expiresNs?: bigint): { reason: RejectReason; detail: string } | undefined {
     if (this.seen.has(id)) return { reason: 'replayed', detail: `message id '${id}' was already received` };
     const age = nowNs - issuedNs;
-    if (age > this.maxAgeNs || -age > this.maxAgeNs) {
+    const livesLonger = expiresNs !== undefined && nowNs <= expiresNs && this.evictedUntilNs < nowNs;
+    if (-age > this.maxAgeNs || (age > this.maxAgeNs && !livesLonger)) {
       const seconds = Number(age) / 1e9;
       return { reason: 'stale', detail: `issued ${seconds.toFixed(3)} s ${age > 0n ? 'ago' : 'in the future'}; the limit is ±${Number(this.maxAgeNs) / 1e9} s` };
     }
@@ -188,7 +201,11 @@ export class ReplayGuard {
     this.forget(nowNs);
     const staleAt = issuedNs + this.maxAgeNs;
     this.seen.set(id, untilNs > staleAt ? untilNs : staleAt);
-    while (this.seen.size > this.capacity) this.seen.delete(this.seen.keys().next().value as string);
+    while (this.seen.size > this.capacity) {
+      const [oldest, until] = this.seen.entries().next().value as [string, bigint];
+      this.seen.delete(oldest);
+      if (until > this.evictedUntilNs) this.evictedUntilNs = until;
+    }
   }
 
   has(id: string): boolean {

@@ -15,6 +15,8 @@ import { Topics } from '../../src/mesh/topics.js';
 import { decodeAck, decodeReport, decodeState, parseMessage, toWire, type AckMessage, type ReportMessage, type TriggerMessage } from '../../src/mesh/messages.js';
 import { KeyRing, signWire } from '../../src/mesh/signing.js';
 import { realClock } from '../../src/time/clock.js';
+import { startServer } from '../support/ntp-server.js';
+import { freeUdpPort } from '../support/ports.js';
 import { CLI_PATH, runCli } from '../support/cli.js';
 import { track, untrack, waitFor } from '../support/processes.js';
 import { writeFileSync } from 'node:fs';
@@ -196,6 +198,8 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
       const mine = reports.filter((r) => r.node === id && r.triggerId === t.id);
       const unique = new Map(mine.map((r) => [r.id, r]));
       expect(unique.size, `${id} fired each edge once`).to.equal(4);
+      // Report ids are fixed per edge, so a second fire of an edge would hide behind the first id: its copies must be one fire.
+      for (const r of mine) expect(r.actualNs, `${id} edge ${r.index}: a re-sent report, not a second fire`).to.equal(unique.get(r.id)!.actualNs);
       for (const r of unique.values()) expect(Math.abs(r.latenessNs), `${id} on time without the broker`).to.be.lessThan(50_000_000);
     }
   });
@@ -236,6 +240,55 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     const count = reports.filter((r) => r.node === 'late1' && r.triggerId === t.id).length;
     await new Promise((r) => setTimeout(r, 600));
     expect(reports.filter((r) => r.node === 'late1' && r.triggerId === t.id).length, 'no fires after the cancel').to.equal(count);
+  });
+
+  it('a booting NTP node holds a retained group train issued long ago until it is synchronized, then joins it in phase', async () => {
+    // Its time server comes up only once the node holds the trigger: the node is surely unsynchronized when it arrives.
+    const port = await freeUdpPort();
+    let server: Awaited<ReturnType<typeof startServer>>['server'] | undefined;
+    try {
+      const period = 200_000_000n;
+      // Issued 90 s ago (beyond the 60 s age window) for the whole group, and runs for another minute.
+      const startNs = nowNs() - 90_000_000_000n;
+      const t = trigger({
+        issuedNs: startNs - 1_000_000_000n, startNs, expiresNs: startNs + 150_000_000_000n,
+        action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: Number(period), count: 750 },
+      });
+      delete (t as Partial<TriggerMessage>).nodes;
+      await watcher.publish(topics.trigger, JSON.stringify(toWire(t)), { retain: true });
+      const node = startNode('boot1', ['--ntp', `127.0.0.1:${port}`]);
+      const log = (node as ChildProcess & { log: () => string }).log;
+      await waitFor(() => /holding t-/.test(log()), 15_000, 'the node holds the retained trigger');
+      expect(acks.some((a) => a.node === 'boot1' && a.triggerId === t.id), 'no answer while unsynchronized').to.equal(false);
+      ({ server } = await startServer({ port, rateLimit: false }));
+      await waitFor(() => acks.some((a) => a.node === 'boot1' && a.triggerId === t.id), 20_000, 'an answer to the retained trigger');
+      await watcher.publish(topics.trigger, '', { retain: true }); // clear it before any other node starts
+      const mine = acks.filter((a) => a.node === 'boot1' && a.triggerId === t.id);
+      expect(mine.map((a) => `${a.status} ${a.reason ?? ''}`), log()).to.deep.equal(['scheduled ']);
+      expect(mine[0]!.firstIndex).to.be.greaterThan(400);
+      await waitFor(() => reports.filter((r) => r.node === 'boot1' && r.triggerId === t.id).length >= 4, 10_000, 'fires of the late joiner');
+      for (const r of reports.filter((x) => x.node === 'boot1' && x.triggerId === t.id)) {
+        const offset = (r.plannedNs - t.startNs) % period;
+        expect(offset === 0n || offset === 50_000_000n, `edge ${r.index} in phase`).to.equal(true);
+      }
+      await stopNode(node);
+    } finally {
+      await server?.stop();
+    }
+  });
+
+  it('a node that dies without a goodbye is marked offline by its last will, and the gate names it', async () => {
+    const node = startNode('will1', ['--system-clock']);
+    await online('will1');
+    await stopNode(node, 'SIGKILL'); // no DISCONNECT: the broker publishes the will
+    await waitFor(async () => {
+      const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '-t', topics.node('will1', 'state'), '-C', '1', '-W', '2']).catch(() => ({ stdout: '' }));
+      const parsed = stdout ? parseMessage(stdout.trim(), decodeState) : undefined;
+      return !!parsed?.ok && parsed.value.status === 'offline';
+    }, 10_000, 'the retained offline will');
+    const result = await runCli(['trigger', 'blink', '--line', '17', '--broker', broker.url, '--group', 't', '--nodes', 'will1', '--ready-timeout', '1s', '--json'], { timeoutMs: 15_000 });
+    expect(result.code, result.stderr).to.equal(1);
+    expect((JSON.parse(result.stdout) as { laggards: { node: string; why: string }[] }).laggards).to.deep.equal([{ node: 'will1', why: 'offline' }]);
   });
 
   it('the readiness gate holds a trigger while a node is unsynchronized, and names it', async () => {

@@ -116,6 +116,21 @@ describe('mesh protocol: signing', () => {
     guard.remember('f', NOW, NOW, NOW + 120_000_000_000n);
     expect(guard.has('f')).to.equal(true);
   });
+  it('takes a long-lived message older than the age window until its own expiry, once; strict again after an eviction', () => {
+    const S = 1_000_000_000n;
+    const guard = new ReplayGuard({ maxAgeNs: 60n * S, capacity: 2 });
+    // A retained train issued 90 s ago that runs for another hour: a late joiner takes it up.
+    expect(guard.check('train', NOW - 90n * S, NOW, NOW + 3600n * S)).to.equal(undefined);
+    expect(guard.check('train', NOW - 90n * S, NOW, NOW - 1n)?.reason, 'past its expiry: judged by age').to.equal('stale');
+    expect(guard.check('ahead', NOW + 90n * S, NOW, NOW + 3600n * S)?.reason, 'issued in the future: always stale').to.equal('stale');
+    guard.remember('train', NOW - 90n * S, NOW + 3600n * S, NOW);
+    expect(guard.check('train', NOW - 90n * S, NOW + S, NOW + 3600n * S)?.reason).to.equal('replayed');
+    // Two more ids push 'train' out before its expiry: its age alone decides again.
+    guard.remember('x', NOW, NOW + 10n * S, NOW);
+    guard.remember('y', NOW, NOW + 10n * S, NOW);
+    expect(guard.has('train')).to.equal(false);
+    expect(guard.check('train', NOW - 90n * S, NOW + S, NOW + 3600n * S)?.reason).to.equal('stale');
+  });
 });
 
 describe('mesh protocol: state file', () => {
