@@ -15,7 +15,8 @@
  * row measures alone (true fire − the clock's reading of the instant).
  *
  * Knobs for experiments (defaults are the benchmark):
- *   LOCKSTEP_BENCH_MODES=loopback,wifi,loopback2,single   which rows
+ *   LOCKSTEP_BENCH_MODES=loopback,loopback-settled,wifi,wifi-settled,loopback2,single   which rows
+ *   LOCKSTEP_BENCH_SETTLE_S=60    how long the settled rows wait after start
  *   LOCKSTEP_BENCH_TRIGGERS=20    triggers per row
  *   LOCKSTEP_BENCH_SPIN=DUR       every node's fixed spin (lockstep node --spin); default: learnt
  *   LOCKSTEP_BENCH_NICE=-5        node priority
@@ -34,7 +35,7 @@ import { formatNs } from '../../src/mesh/readiness.js';
 const NODES = 10;
 const TRIGGERS = Number(process.env.LOCKSTEP_BENCH_TRIGGERS ?? 20);
 const SPIN = process.env.LOCKSTEP_BENCH_SPIN;
-const MODES = (process.env.LOCKSTEP_BENCH_MODES ?? 'loopback,wifi,loopback2,single').split(',');
+const MODES = (process.env.LOCKSTEP_BENCH_MODES ?? 'loopback,loopback-settled,wifi,wifi-settled,loopback2,single').split(',');
 
 interface ModeResult {
   mode: string;
@@ -56,7 +57,16 @@ interface ModeResult {
 /** Node priority as in the systemd unit (Nice=-5); LOCKSTEP_BENCH_NICE=0 to compare. */
 const NICE = Number(process.env.LOCKSTEP_BENCH_NICE ?? -5);
 
-async function runMode(wifi: boolean, nodes = NODES): Promise<ModeResult> {
+/**
+ * Settled rows wait this long after start before the first trigger. The other
+ * rows fire as soon as the gate opens (a few s after start), when each node's
+ * frequency rests on a handful of samples: a few ppm off, tens to hundreds of
+ * µs of clock error within seconds. Nodes in use have run for minutes or
+ * hours; 60 s of samples is what the NTP benchmark's frequency row needs.
+ */
+const SETTLE_MS = Number(process.env.LOCKSTEP_BENCH_SETTLE_S ?? 60) * 1000;
+
+async function runMode(wifi: boolean, nodes = NODES, settleMs = 0): Promise<ModeResult> {
   const NODES = nodes;
   const cluster = new Cluster({ nodes, wifi, nice: NICE, ...(SPIN !== undefined ? { spin: SPIN } : {}) });
   const trueSpreads: number[] = [];
@@ -71,6 +81,7 @@ async function runMode(wifi: boolean, nodes = NODES): Promise<ModeResult> {
   let syncSeconds = 0;
   try {
     await cluster.start();
+    if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
     for (let i = 0; i < TRIGGERS; i++) {
       const result = await cluster.coordinator!.run({
         action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 100_000_000, count: 1 },
@@ -107,7 +118,7 @@ async function runMode(wifi: boolean, nodes = NODES): Promise<ModeResult> {
   } finally {
     await cluster.stop();
   }
-  const out: ModeResult = { mode: `${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes`, triggers: TRIGGERS, syncSeconds, missing };
+  const out: ModeResult = { mode: modeName(wifi, nodes, settleMs), triggers: TRIGGERS, syncSeconds, missing };
   const put = <K extends keyof ModeResult>(k: K, v: ModeResult[K] | undefined) => {
     if (v !== undefined) out[k] = v;
   };
@@ -119,6 +130,10 @@ async function runMode(wifi: boolean, nodes = NODES): Promise<ModeResult> {
   put('allAcksMs', quantiles(acks));
   put('latenessNs', quantiles(lateness));
   return out;
+}
+
+function modeName(wifi: boolean, nodes: number, settleMs: number): string {
+  return `${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes${settleMs > 0 ? `, after ${settleMs / 1000} s` : ''}`;
 }
 
 interface SlackRow {
@@ -186,17 +201,24 @@ export async function run(): Promise<unknown> {
   console.log(`${NODES} node processes (nice ${NICE}${SPIN !== undefined ? `, spin ${SPIN}` : ''}), ${TRIGGERS} triggers per mode (each a 50 ms pulse: on and off edges); load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`);
   console.log(`NOTE: this one ${cpus().length}-core machine hosts the broker, the hub and all nodes at once.\n`);
   const results: ModeResult[] = [];
-  const rowsWanted: Record<string, [boolean, number]> = { loopback: [false, NODES], wifi: [true, NODES], loopback2: [false, 2], single: [false, 1] };
+  const rowsWanted: Record<string, [boolean, number, number?]> = {
+    loopback: [false, NODES],
+    'loopback-settled': [false, NODES, SETTLE_MS],
+    wifi: [true, NODES],
+    'wifi-settled': [true, NODES, SETTLE_MS],
+    loopback2: [false, 2],
+    single: [false, 1],
+  };
   // loopback2: as many nodes as cores, so no two spin tails compete for a core at the instant.
   // single: one node alone: its own fire latency, what each node of a one-per-computer deployment adds.
   for (const name of MODES) {
     if (!rowsWanted[name]) continue; // e.g. LOCKSTEP_BENCH_MODES=none: only the timer slack A/B
-    const [wifi, nodes] = rowsWanted[name]!;
+    const [wifi, nodes, settleMs = 0] = rowsWanted[name]!;
     try {
-      results.push(await runMode(wifi, nodes));
+      results.push(await runMode(wifi, nodes, settleMs));
     } catch (error) {
-      console.log(`${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes: ${(error as Error).message}`);
-      results.push({ mode: `${wifi ? 'wifi' : 'loopback'}, ${nodes} nodes`, triggers: 0, syncSeconds: 0, missing: TRIGGERS * nodes });
+      console.log(`${modeName(wifi, nodes, settleMs)}: ${(error as Error).message}`);
+      results.push({ mode: modeName(wifi, nodes, settleMs), triggers: 0, syncSeconds: 0, missing: TRIGGERS * nodes });
     }
   }
   const q = (x: Quantiles | undefined, f: (n: number) => string) => (x ? `${f(x.p50)} / ${f(x.p99)} / ${f(x.max)}` : '-');
