@@ -27,7 +27,7 @@ export class MeshHub {
   ntpAddress: { address: string; port: number } | undefined;
 
   constructor(private readonly o: MeshHubOptions) {
-    this.directory = new NodeDirectory(o.topics);
+    this.directory = new NodeDirectory(o.topics, () => (o.timescale.synchronized ? o.timescale.nowNs() : undefined));
     this.session = new MqttSession({ ...o.mqtt, clientId: o.mqtt.clientId ?? `lockstep-hub-${process.pid}` });
     this.session.onMessage((topic, payload) => this.directory.handle(topic, payload));
     if (o.onNode) this.directory.onChange(o.onNode);

@@ -579,6 +579,12 @@ export class MeshNode {
         this.log(`dropped an unreadable pending trigger from the state file`);
         continue;
       }
+      // The file is ours, but keys may have changed since (a revoked key must not fire after a restart).
+      const verified = verifyWire(pending.wire, this.o.keys, this.requireSignature);
+      if (!verified.ok) {
+        this.reject(decoded.value.id, verified.reason, `pending in the state file, no longer accepted: ${verified.detail}`);
+        continue;
+      }
       void this.schedule(decoded.value, checked.action, pending, true);
     }
   }

@@ -24,7 +24,18 @@ export class NodeDirectory {
   private readonly listeners = new Set<(view: NodeView) => void>();
   malformed = 0;
 
-  constructor(private readonly topics: Topics) {}
+  /**
+   * `nowNs`: this side's UTC, to age a state by the `updatedNs` it carries.
+   * A retained state arrives the moment we subscribe however old it is: a
+   * node that lost power is "online" until the broker's keep-alive gives up
+   * on it (15 s). Synchronized clocks agree to far better than the gate's
+   * age limit, so the node's own timestamp tells its age. Returns undefined
+   * while this side's clock is not synchronized (arrival time alone then).
+   */
+  constructor(
+    private readonly topics: Topics,
+    private readonly nowNs?: () => bigint | undefined,
+  ) {}
 
   /** Feeds one MQTT message; returns true if it was a node state. */
   handle(topic: string, payload: Buffer): boolean {
@@ -57,8 +68,13 @@ export class NodeDirectory {
     return this.list().filter((n) => n.status === 'online').map((n) => n.id);
   }
 
+  /** Since the state was received, or since the node wrote it when both clocks are synchronized (the older of the two). */
   ageMs(view: NodeView): number {
-    return monotonicMs() - view.receivedMs;
+    const sinceReceived = monotonicMs() - view.receivedMs;
+    const written = view.state.updatedNs;
+    const now = this.nowNs?.();
+    if (now === undefined || written === undefined || !view.state.synchronized) return sinceReceived;
+    return Math.max(sinceReceived, Number(now - written) / 1e6);
   }
 
   onChange(listener: (view: NodeView) => void): () => void {

@@ -216,6 +216,24 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     for (const r of reports.filter((x) => x.triggerId === t.id)) expect(Math.abs(r.latenessNs)).to.be.lessThan(50_000_000);
   });
 
+  it('a pending signed trigger is checked again after a restart: with its key revoked it never fires', async () => {
+    const otherKeys = join(dir, 'other-keys');
+    writeFileSync(otherKeys, `k2 HEX:${'cd'.repeat(32)}\n`);
+    const node = startNode('rk1', ['--system-clock', '--keys', keyFile]);
+    await online('rk1');
+    const t = trigger({ startNs: nowNs() + 3_000_000_000n, nodes: ['rk1'] });
+    await watcher.publish(topics.trigger, JSON.stringify(signWire(toWire(t), 'k1', ring)));
+    await waitFor(() => acks.some((a) => a.node === 'rk1' && a.triggerId === t.id && a.status === 'scheduled'), 5000, 'scheduled');
+    await stopNode(node, 'SIGKILL');
+    startNode('rk1', ['--system-clock', '--keys', otherKeys]); // k1 revoked
+    await waitFor(() => acks.some((a) => a.node === 'rk1' && a.triggerId === t.id && a.status === 'rejected'), 10_000, 'the restored trigger refused');
+    const refused = acks.find((a) => a.node === 'rk1' && a.triggerId === t.id && a.status === 'rejected')!;
+    expect(refused.reason).to.equal('bad-signature');
+    expect(refused.detail).to.match(/pending in the state file/);
+    while (nowNs() < t.startNs + 500_000_000n) await new Promise((r) => setTimeout(r, 50));
+    expect(reports.filter((r) => r.triggerId === t.id), 'no fire').to.deep.equal([]);
+  });
+
   it('a node that connects during a retained train joins it in phase; a cancel stops it', async () => {
     const period = 200_000_000n;
     const t = trigger({ startNs: nowNs() + 300_000_000n, nodes: ['late1'], action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: Number(period), count: 'forever' } });

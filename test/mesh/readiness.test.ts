@@ -59,3 +59,18 @@ describe('mesh readiness gate: consistent bounds', () => {
     expect(readiness(system, gate).laggards).to.deep.equal([]);
   });
 });
+
+describe('mesh readiness gate: fresh states', () => {
+  const NOW = 1_800_000_000_000_000_000n;
+  it('ages a retained state by the updatedNs it carries, not by when it arrived', () => {
+    let now: bigint | undefined = NOW;
+    const dir = new NodeDirectory(topics, () => now);
+    const old = { ...state('gone', 100_000), updatedNs: NOW - 20_000_000_000n }; // written 20 s ago, delivered just now
+    const fresh = { ...state('here', 100_000), updatedNs: NOW - 300_000_000n };
+    for (const s of [old, fresh]) dir.handle(topics.node(s.node, 'state'), Buffer.from(encodeMessage(s)));
+    const r = readiness(dir, gate);
+    expect(r.laggards.map((l) => [l.node, l.why])).to.deep.equal([['gone', 'no state for 20.0 s']]);
+    now = undefined; // our clock not synchronized: arrival time alone
+    expect(readiness(dir, gate).laggards).to.deep.equal([]);
+  });
+});

@@ -146,7 +146,7 @@ export const command: Command = {
     const inNs = values.in ? durationNsOption('in', values.in) : undefined;
 
     const session = new MqttSession({ ...mqtt, clientId: `lockstep-trigger-${process.pid}-${Date.now().toString(36)}` });
-    const directory = new NodeDirectory(topics);
+    const directory = new NodeDirectory(topics, () => timescale.nowNs());
     const coordinator = new Coordinator({ session, topics, directory, timescale, keys, keyId });
     const err = (line: string) => {
       if (!values.json) process.stderr.write(line + '\n');
