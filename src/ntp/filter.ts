@@ -5,9 +5,10 @@
  * the least room for queueing asymmetry), and the jitter is the RMS spread
  * of the others around it.
  *
- * The regression (sourcestats.ts) sees every sample, weighted by its delay;
- * the filter gives the "last sample" view chronyc sources shows, the jitter,
- * and the delay spike test.
+ * The regression (sourcestats.ts) sees every sample, weighted by its delay
+ * (that weighting, not a reject-the-spike test, is what keeps a delayed
+ * sample from pulling the estimate); the filter gives the "last sample" view
+ * chronyc sources shows and the jitter.
  */
 import type { Sample } from './source.js';
 
