@@ -345,7 +345,7 @@ export class NtpClient {
     try {
       this.accept(runner, result.sample);
     } catch (error) {
-      // A service must outlive one bad sample (or a listener that throws): report, carry on.
+      // A service must outlive one bad sample: report, carry on.
       runner.source.lastError = `sample not used: ${(error as Error).message}`;
       this.counters.rejected++;
     }

@@ -48,6 +48,11 @@ export interface TimescaleOptions {
   holdoverWanderPpm?: number;
   /** Start synchronized, trusting the raw clock as UTC (the system-clock mode). */
   trustRawClock?: { errorBoundNs: number };
+  /**
+   * Hears of a change listener that threw (the other listeners still hear
+   * the change). Default: the first such error goes to stderr.
+   */
+  onListenerError?: (error: unknown) => void;
 }
 
 /**
@@ -82,12 +87,14 @@ export class Timescale {
   private stepCount = 0;
   private updateCount = 0;
   private readonly listeners = new Set<TimescaleListener>();
+  private readonly onListenerError: (error: unknown) => void;
 
   constructor(clock: RawClock, options: TimescaleOptions = {}) {
     this.clock = clock;
     this.maxSlewPpm = options.maxSlewPpm ?? DEFAULT_MAX_SLEW_PPM;
     this.stepThresholdNs = options.stepThresholdNs ?? DEFAULT_STEP_THRESHOLD_NS;
     this.holdoverWanderPpm = options.holdoverWanderPpm ?? DEFAULT_HOLDOVER_WANDER_PPM;
+    this.onListenerError = options.onListenerError ?? reportFirstListenerError();
     if (!(this.maxSlewPpm > 0 && this.maxSlewPpm + MAX_FREQUENCY_PPM < 1e6)) {
       throw new RangeError('maxSlewPpm must be positive and leave the model monotonic');
     }
@@ -209,7 +216,20 @@ export class Timescale {
       frequencyPpm: this.frequency,
       errorBoundNs: this.errorBoundNs(rawNowNs),
     };
-    for (const listener of [...this.listeners]) listener(change);
+    // Each listener in isolation: one that throws must not keep the others
+    // (the scheduler re-arming its deadlines) from hearing of the change,
+    // nor undo a model that is already in force.
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(change);
+      } catch (error) {
+        try {
+          this.onListenerError(error);
+        } catch {
+          /* a failing error hook must not stop the other listeners either */
+        }
+      }
+    }
     return change;
   }
 
@@ -231,4 +251,14 @@ export class Timescale {
   get lastEstimateRawNs(): bigint | undefined {
     return this.updateCount > 0 ? this.estimateRawNs : undefined;
   }
+}
+
+/** Stderr, once: a listener that throws on every change would otherwise flood it. */
+function reportFirstListenerError(): (error: unknown) => void {
+  let reported = false;
+  return (error) => {
+    if (reported) return;
+    reported = true;
+    console.error(`lockstep: a timescale change listener threw (later failures not shown): ${error instanceof Error ? error.stack ?? error.message : String(error)}`);
+  };
 }

@@ -80,6 +80,43 @@ describe('time/timescale', () => {
     expect(ts.errorBoundNs()).to.be.closeTo(62_000, 1);
   });
 
+  it('a listener that throws does not keep later listeners from hearing the change', () => {
+    const clock = new ManualClock(T0);
+    const hookErrors: unknown[] = [];
+    const ts = new Timescale(clock, { onListenerError: (e) => hookErrors.push(e) });
+    const heard: string[] = [];
+    ts.onChange(() => {
+      throw new Error('listener bug');
+    });
+    ts.onChange((c) => heard.push(c.kind));
+    const change = ts.apply({ rawNs: T0, offsetNs: NS_PER_MS, frequencyPpm: 0, errorBoundNs: 0 });
+    expect(change.kind).to.equal('step');
+    expect(heard).to.deep.equal(['step']);
+    expect(hookErrors.map((e) => (e as Error).message)).to.deep.equal(['listener bug']);
+    expect(ts.offsetNs()).to.equal(NS_PER_MS);
+  });
+
+  it('without a hook, reports the first listener failure on stderr once', () => {
+    const ts = new Timescale(new ManualClock(T0));
+    let heard = 0;
+    ts.onChange(() => {
+      throw new Error('listener bug');
+    });
+    ts.onChange(() => heard++);
+    const logged: string[] = [];
+    const original = console.error;
+    console.error = (...args: unknown[]) => void logged.push(args.join(' '));
+    try {
+      ts.apply({ rawNs: T0, offsetNs: 0n, frequencyPpm: 0, errorBoundNs: 0 });
+      ts.apply({ rawNs: T0, offsetNs: 0n, frequencyPpm: 0, errorBoundNs: 0 });
+    } finally {
+      console.error = original;
+    }
+    expect(heard).to.equal(2);
+    expect(logged).to.have.length(1);
+    expect(logged[0]).to.match(/timescale change listener threw.*listener bug/s);
+  });
+
   it('refuses absurd frequencies', () => {
     const ts = new Timescale(new ManualClock(T0));
     expect(() => ts.apply({ rawNs: T0, offsetNs: 0n, frequencyPpm: 5000, errorBoundNs: 0 })).to.throw(RangeError);
