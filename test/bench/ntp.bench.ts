@@ -31,7 +31,7 @@ import { NtpClient } from '../../src/ntp/client.js';
 import { queryServer } from '../../src/ntp/query.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { SimulatedClock, realClock, anchorToSystemClock } from '../../src/time/clock.js';
-import { startChronydServer, haveChronyd, type ChronydServer } from '../support/chronyd.js';
+import { startChronydServer, haveChronyd, chronydPath, type ChronydServer } from '../support/chronyd.js';
 import { freeUdpPort } from '../support/ports.js';
 import { start as startProcess, stopByPidFile, track, waitFor } from '../support/processes.js';
 import { CLI_PATH } from '../support/cli.js';
@@ -154,7 +154,7 @@ async function startChronydClient(relayPort: number): Promise<{ port: number; st
       'log tracking statistics',
     ].join('\n') + '\n',
   );
-  const launcher = startProcess('chronyd', ['-f', conf, '-x', '-u', 'root', '-L', '0', '-l', join(dir, 'log')]);
+  const launcher = startProcess(chronydPath()!, ['-f', conf, '-x', '-u', 'root', '-L', '0', '-l', join(dir, 'log')]);
   const pidFile = join(dir, 'pid');
   await waitFor(() => existsSync(pidFile), 5000, 'chronyd client pidfile');
   await launcher.stop().catch(() => undefined);

@@ -6,7 +6,7 @@ import { parseChronyTracking, SystemClockFollower } from '../../src/ntp/systemcl
 import { Timescale } from '../../src/time/timescale.js';
 import { realClock, SimulatedClock } from '../../src/time/clock.js';
 import { decodePacket, encodePacket } from '../../src/ntp/packet.js';
-import { haveChronyd } from '../support/chronyd.js';
+import { haveChronyd, chronydPath } from '../support/chronyd.js';
 import { freeUdpPort } from '../support/ports.js';
 import { start, stopByPidFile, track, waitFor } from '../support/processes.js';
 import { have } from '../support/ntp-clients.js';
@@ -70,7 +70,7 @@ describe('ntp/systemclock: serving the system clock honestly', function () {
         conf,
         ['port 0', `cmdport ${cmdPort}`, 'bindcmdaddress 127.0.0.1', 'cmdallow 127.0.0.1', 'local stratum 6', `pidfile ${join(dir, 'pid')}`, `driftfile ${join(dir, 'drift')}`].join('\n') + '\n',
       );
-      const launcher = start('chronyd', ['-f', conf, '-x', '-u', 'root', '-L', '0', '-l', join(dir, 'log')]);
+      const launcher = start(chronydPath()!, ['-f', conf, '-x', '-u', 'root', '-L', '0', '-l', join(dir, 'log')]);
       await waitFor(() => existsSync(join(dir!, 'pid')), 5000, 'chronyd pidfile');
       await launcher.stop().catch(() => undefined);
       track(Number(readFileSync(join(dir, 'pid'), 'utf8').trim()));

@@ -17,13 +17,38 @@ export interface ChronydServer {
   stop(): Promise<void>;
 }
 
-export function haveChronyd(): boolean {
-  try {
-    execFileSync('chronyd', ['-v'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
+/**
+ * Debian installs chronyd in /usr/sbin, which is not on a non-root user's
+ * PATH: looking only on PATH would silently skip every chronyd-backed test.
+ */
+const SBIN_DIRS = ['/usr/sbin', '/usr/local/sbin', '/sbin'];
+let resolved: string | null | undefined;
+
+/** The chronyd to run (a PATH name or an absolute path), or undefined if none runs. */
+export function chronydPath(): string | undefined {
+  if (resolved === undefined) {
+    resolved = null;
+    for (const candidate of ['chronyd', ...SBIN_DIRS.map((d) => join(d, 'chronyd'))]) {
+      try {
+        execFileSync(candidate, ['-v'], { stdio: 'ignore' });
+        resolved = candidate;
+        break;
+      } catch {
+        /* not this one */
+      }
+    }
   }
+  return resolved ?? undefined;
+}
+
+export function haveChronyd(): boolean {
+  return chronydPath() !== undefined;
+}
+
+function chronyd(): string {
+  const path = chronydPath();
+  if (!path) throw new Error(`chronyd is not installed (looked on PATH and in ${SBIN_DIRS.join(', ')})`);
+  return path;
 }
 
 export interface ChronydOptions {
@@ -50,7 +75,7 @@ export async function startChronydServer(options: ChronydOptions = {}): Promise<
     lines.push(`keyfile ${join(dir, 'keys')}`);
   }
   writeFileSync(conf, lines.join('\n') + '\n');
-  const launcher = start('chronyd', ['-f', conf, '-x', '-u', 'root', '-L', '0', '-l', join(dir, 'log')]);
+  const launcher = start(chronyd(), ['-f', conf, '-x', '-u', 'root', '-L', '0', '-l', join(dir, 'log')]);
   const pidFile = join(dir, 'pid');
   await waitFor(() => existsSync(pidFile), 5000, 'chronyd pidfile');
   await launcher.stop().catch(() => undefined); // the launcher forks; the daemon is in the pidfile

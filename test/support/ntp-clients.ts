@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { track, untrack } from './processes.js';
+import { chronydPath } from './chronyd.js';
 
 export interface RunResult {
   code: number | null;
@@ -81,9 +82,10 @@ export async function chronydQuery(options: ChronyQueryOptions): Promise<ChronyQ
     lines.push(`server ${options.host ?? '127.0.0.1'} port ${options.port} iburst maxsamples ${options.maxSamples ?? 4}${keyOption}`);
     const timeout = options.timeoutSeconds ?? 20;
     const args = ['-Q', '-t', String(timeout), '-f', '/dev/null', ...lines];
+    const chronyd = chronydPath() ?? 'chronyd';
     const result = options.netns
-      ? await run('ip', ['netns', 'exec', options.netns, 'chronyd', ...args], (timeout + 10) * 1000)
-      : await run('chronyd', args, (timeout + 10) * 1000);
+      ? await run('ip', ['netns', 'exec', options.netns, chronyd, ...args], (timeout + 10) * 1000)
+      : await run(chronyd, args, (timeout + 10) * 1000);
     const match = /System clock wrong by (-?[0-9.eE+-]+) seconds/.exec(result.output);
     return { offsetSeconds: match ? Number(match[1]) : undefined, output: result.output };
   } finally {
