@@ -14,6 +14,13 @@ export interface NtpServerOptions {
   keysPath?: string;
   /** Authenticate every server with this key (--key-id). */
   keyId?: number;
+  /**
+   * The keyfile is only for these servers (sync, query), so giving one means
+   * "authenticate": without keyId its only key is used, and a file with
+   * several is a usage error naming this flag. Not for serve-time, whose
+   * --keys are the ones it serves with.
+   */
+  keysMeanAuth?: { keyIdFlag: string };
   defaultPort?: number;
   /** Look the hosts up now, so a typo is a usage error rather than a silent "unreachable" (default true). */
   resolve?: boolean;
@@ -33,9 +40,18 @@ export async function ntpServersFromArgs(
     }
   }
   if (options.keyId !== undefined && !keys) throw new UsageError('--key-id needs --keys FILE');
+  let keyId = options.keyId;
+  if (keys && keyId === undefined && options.keysMeanAuth) {
+    // Silently authenticating nothing would look like a working setup.
+    const ids = [...keys.keys()];
+    const flag = options.keysMeanAuth.keyIdFlag;
+    if (ids.length === 0) throw new UsageError(`${options.keysPath} holds no keys`);
+    if (ids.length > 1) throw new UsageError(`${options.keysPath} holds ${ids.length} keys (${ids.join(', ')}): choose one with ${flag} N`);
+    keyId = ids[0];
+  }
   try {
     const servers = parseServerSpecs(specs, {
-      ...(options.keyId !== undefined ? { keyId: options.keyId } : {}),
+      ...(keyId !== undefined ? { keyId } : {}),
       ...(keys ? { keys } : {}),
       defaultPort: options.defaultPort ?? NTP_PORT,
     });

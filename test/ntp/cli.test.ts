@@ -56,6 +56,14 @@ describe('ntp/cli: lockstep query and sync, no NTP server needed', function () {
       expect(r.stderr, args.join(' ')).to.match(/lockstep sync: /);
     }
   });
+
+  it('sync and query: a keyfile with several keys and no --key-id is bad input, not "no authentication"', async () => {
+    for (const [cmd, ...extra] of [['sync', '--duration', '1'], ['query', '--samples', '1']] as const) {
+      const r = await runCli([cmd, '127.0.0.1', '--keys', join(dir, 'keys'), ...extra]);
+      expect(r.code, cmd).to.equal(2);
+      expect(r.stderr, cmd).to.match(new RegExp(`lockstep ${cmd}: .*3 keys \\(1, 2, 3\\): choose one with --key-id`));
+    }
+  });
 });
 
 describe('ntp/cli: lockstep query and sync', function () {
@@ -69,6 +77,7 @@ describe('ntp/cli: lockstep query and sync', function () {
     dir = mkdtempSync(join(tmpdir(), 'lockstep-cli-'));
     writeFileSync(join(dir, 'keys'), KEY_LINES.join('\n') + '\n');
     writeFileSync(join(dir, 'wrong-keys'), '1 SHA1 HEX:' + '00'.repeat(20) + '\n');
+    writeFileSync(join(dir, 'key-3'), KEY_LINES[2] + '\n');
   });
   after(async () => {
     await Promise.all([chronyd?.stop(), keyed?.stop()]);
@@ -128,5 +137,19 @@ describe('ntp/cli: lockstep query and sync', function () {
     // chronyd does not answer a request whose MAC fails: the source shows it never replied.
     expect(r.stdout).to.match(/no valid reply|authentication/i);
     expect(r.stdout).to.match(/Synchronized\s+: no/);
+  });
+
+  it('sync --keys with one key and no --key-id authenticates with that key', async () => {
+    const [right, wrong] = await Promise.all(
+      ['key-3', 'wrong-keys'].map((file) =>
+        runCli(['sync', `${keyed.host}:${keyed.port}`, '--json', '--duration', '1.5', '--keys', join(dir, file)], { timeoutMs: 10_000 }),
+      ),
+    );
+    expect(right!.code, `${right!.stderr}${right!.stdout.slice(-500)}`).to.equal(0);
+    // Unauthenticated requests would get answers: silence proves the wrong key was used.
+    expect(wrong!.code).to.equal(1);
+    const last = JSON.parse(wrong!.stdout.trim().split('\n').pop()!) as { synchronized: boolean; sources: Array<{ lastError?: string }> };
+    expect(last.synchronized).to.equal(false);
+    expect(last.sources[0]!.lastError).to.match(/no valid reply/);
   });
 });

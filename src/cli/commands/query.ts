@@ -17,8 +17,9 @@ Each server gets N exchanges; the least delayed one is reported.
   --samples N     exchanges per server (1-64, default ${DEFAULT_QUERY_SAMPLES})
   --timeout MS    wait this long for each reply (default 1000)
   --json          print one JSON object: {"servers": [...]}
-  --keys FILE     chrony-format keyfile ("ID TYPE HEX:KEY" per line)
-  --key-id N      authenticate with key N from FILE
+  --keys FILE     chrony-format keyfile ("ID TYPE HEX:KEY" per line): authenticate
+                  with its only key, or with --key-id
+  --key-id N      ... with key N from FILE (needed when FILE has several)
 
 offset = server time − local clock (positive: the local clock is behind).
 Exit status: 0 if every server answered, 1 if one did not, 2 on bad input.`;
@@ -43,6 +44,7 @@ export const command: Command = {
     const { servers, keys } = await ntpServersFromArgs(positionals, {
       ...(values.keys !== undefined ? { keysPath: values.keys } : {}),
       ...(keyId !== undefined ? { keyId } : {}),
+      keysMeanAuth: { keyIdFlag: '--key-id' },
     });
     const clock = realClock();
     const results: QueryResult[] = await Promise.all(

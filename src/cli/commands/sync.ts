@@ -29,8 +29,9 @@ touched) and show its status like 'chronyc tracking' and 'chronyc sources'.
                     state: selected|candidate|falseticker|unreachable), ...
   --sim-offset S    run on a simulated raw clock S seconds ahead of real time
   --sim-drift PPM   ... that gains PPM µs per second (|PPM| ≤ ${MAX_ESTIMATE_FREQUENCY_PPM})
-  --keys FILE       chrony-format keyfile ("ID TYPE HEX:KEY" per line)
-  --key-id N        authenticate every server with key N from FILE
+  --keys FILE       chrony-format keyfile ("ID TYPE HEX:KEY" per line): every
+                    server is authenticated with its only key, or with --key-id
+  --key-id N        ... with key N from FILE (needed when FILE has several)
   --min-poll S      shortest poll interval after the initial burst (default 1)
   --max-poll S      longest poll interval while stable (default 16)
 
@@ -74,6 +75,7 @@ export const command: Command = {
     const { servers, keys } = await ntpServersFromArgs(positionals, {
       ...(values.keys !== undefined ? { keysPath: values.keys } : {}),
       ...(keyId !== undefined ? { keyId } : {}),
+      keysMeanAuth: { keyIdFlag: '--key-id' },
     });
 
     const real = realClock();
