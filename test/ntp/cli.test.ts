@@ -39,6 +39,23 @@ describe('ntp/cli: lockstep query and sync, no NTP server needed', function () {
     expect(r.stdout).to.match(/refused|answer/);
   });
 
+  it('sync --json: an unreachable server is reported with its error, from start to end', async () => {
+    const port = await freeUdpPort();
+    const r = await runCli(['sync', `127.0.0.1:${port}`, '--json', '--duration', '1.5'], { timeoutMs: 10_000 });
+    expect(r.code, r.stderr).to.equal(1);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string; elapsedSeconds: number; synchronized: boolean; sources: Array<{ address: string; state: string; lastError?: string }> });
+    expect(lines.map((l) => l.event)[0]).to.equal('start');
+    const last = lines[lines.length - 1]!;
+    expect(last.event).to.equal('end');
+    expect(last.elapsedSeconds).to.be.at.least(1.5);
+    expect(last.synchronized).to.equal(false);
+    expect(last.sources).to.have.length(1);
+    expect(last.sources[0]).to.include({ address: `127.0.0.1:${port}`, state: 'unreachable' });
+    expect(last.sources[0]!.lastError).to.match(/refused/);
+    // The error is told while the run goes on, not only at the end.
+    expect(lines.some((l) => l.event === 'source' && /refused/.test(l.sources[0]!.lastError ?? ''))).to.equal(true);
+  });
+
   it('sync: bad input exits 2 (flag, host, port, keyfile, key id, drift)', async () => {
     const cases = [
       ['127.0.0.1', '--bogus'],

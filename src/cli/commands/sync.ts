@@ -1,7 +1,8 @@
 /**
  * `lockstep sync SERVER[:PORT]...`: runs the disciplined NTP client and shows
  * its status like `chronyc tracking` + `chronyc sources`; with --json, one
- * JSON object per model update. --sim-offset/--sim-drift run it on a
+ * JSON object at the start, per model update, per change of a source's
+ * state/reach/error, and at the end. --sim-offset/--sim-drift run it on a
  * simulated raw clock that is wrong on purpose, so convergence can be watched
  * (and checked: the simulation knows the truth).
  */
@@ -23,10 +24,13 @@ Run the disciplined NTP client (no root needed, the system clock is never
 touched) and show its status like 'chronyc tracking' and 'chronyc sources'.
 
   --duration S      stop after S seconds (default: run until Ctrl-C)
-  --json            one JSON object per model update on stdout: elapsedSeconds,
-                    offsetSeconds, frequencyPpm, errorBoundSeconds, sources[]
-                    (address, reach, delaySeconds, offsetSeconds, jitterSeconds,
-                    state: selected|candidate|falseticker|unreachable), ...
+  --json            one JSON object a line on stdout: event (start | update: the
+                    model changed | source: a source's state, reach or lastError
+                    changed | end: the status when the run stops), elapsedSeconds,
+                    synchronized, offsetSeconds, frequencyPpm, errorBoundSeconds,
+                    sources[] (address, reach, delaySeconds, offsetSeconds,
+                    jitterSeconds, state: selected|candidate|falseticker|unreachable,
+                    lastError if any), ...
   --sim-offset S    run on a simulated raw clock S seconds ahead of real time
   --sim-drift PPM   ... that gains PPM µs per second (|PPM| ≤ ${MAX_ESTIMATE_FREQUENCY_PPM})
   --keys FILE       chrony-format keyfile ("ID TYPE HEX:KEY" per line): every
@@ -38,11 +42,18 @@ touched) and show its status like 'chronyc tracking' and 'chronyc sources'.
 Signs, as NTP's θ: offsetSeconds = server time − local raw time; frequencyPpm
 is the rate correction. With --sim-offset 3.2 --sim-drift 50 the offset
 converges to −(3.2 + 50e-6 × elapsedSeconds) and the frequency to −50.
-An unreachable server is reported, not fatal. Exit status: 0 if synchronized
-at the end, 1 if not, 2 on bad input.`;
+An unreachable server is reported, not fatal: the run lasts --duration either
+way. Exit status: 0 if synchronized at the end, 1 if not (never synchronized
+within --duration, or lost it), 2 on bad input.`;
 
-/** Human output is redrawn at most this often (JSON gets every update). */
+/**
+ * Human output is redrawn at most this often (JSON gets every update); JSON
+ * looks this often for source changes that are not model updates (a refused
+ * port, a missed reply), so a script hears of them within a second.
+ */
 const HUMAN_REFRESH_MS = 1000;
+
+type JsonEvent = 'start' | 'update' | 'source' | 'end';
 
 interface Truth {
   /** Real (true) time now and the raw clock's reading at that instant. */
@@ -143,25 +154,41 @@ export const command: Command = {
       process.stdout.write((isTty ? '\x1b[H\x1b[2J' : '\n') + renderHuman(r) + '\n');
     };
 
+    // What the sources looked like in the last JSON line: an unreachable source
+    // never causes a model update, so its reach and error are watched for.
+    let printedSources = '';
+    const sourcesKey = (status: ClientStatus) => JSON.stringify(status.sources.map((s) => [s.state, s.reach, s.lastError ?? null]));
+    const json = (event: JsonEvent, status: ClientStatus) => {
+      printedSources = sourcesKey(status);
+      process.stdout.write(JSON.stringify({ event, ...report(status) }) + '\n');
+    };
+
     client.onUpdate((status) => {
-      if (values.json) process.stdout.write(JSON.stringify(report(status)) + '\n');
+      if (values.json) json('update', status);
       else human(status);
     });
 
+    if (values.json) json('start', client.status());
     await client.start();
     if (!values.json) human(client.status(), true);
-    // A heartbeat keeps the human view (reach, error bound growth) alive between updates.
-    const heartbeat = values.json ? undefined : setInterval(() => human(client.status()), HUMAN_REFRESH_MS);
+    // A heartbeat keeps the human view (reach, error bound growth) alive between
+    // updates, and reports source changes in JSON (only when there is one).
+    const heartbeat = setInterval(() => {
+      const status = client.status();
+      if (!values.json) human(status);
+      else if (sourcesKey(status) !== printedSources) json('source', status);
+    }, HUMAN_REFRESH_MS);
     await new Promise<void>((resolve) => {
       const done = () => resolve();
       if (durationS !== undefined) setTimeout(done, durationS * 1000);
       process.once('SIGINT', done);
       process.once('SIGTERM', done);
     });
-    if (heartbeat) clearInterval(heartbeat);
+    clearInterval(heartbeat);
     const final = client.status();
     await client.stop();
-    if (!values.json) human(final, true);
+    if (values.json) json('end', final);
+    else human(final, true);
     return final.synchronized ? EXIT_OK : EXIT_FAILURE;
   },
 };
