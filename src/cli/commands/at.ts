@@ -12,9 +12,11 @@ import type { FireReport, SkipReport } from '../../schedule/reports.js';
 
 const help = `usage: lockstep at WHEN [--tz ZONE] [--if-past reject|skip|fire-late] [--ntp SERVER]... [--json] -- CMD [ARGS...]
 
-Starts CMD at the instant WHEN and reports the lateness and the spawn latency
-(from the instant to the child having exec'd). The command is looked up and
-prepared beforehand, so the instant does one spawn(). Exits with CMD's status.
+Starts CMD at the instant WHEN and reports the lateness (from the instant to
+the start of the action) and the spawn latency (from the start of the action to
+spawn() returning, when the child has exec'd: the child runs lateness + spawn
+after WHEN). The command is looked up and prepared beforehand, so the instant
+does one spawn(). Exits with CMD's status.
 
 WHEN:
 ${WHEN_FORMATS.map((f) => `  ${f}`).join('\n')}
