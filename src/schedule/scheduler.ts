@@ -132,6 +132,8 @@ class JobRecord implements Job, HeapItem {
   done = false;
   /** Armed after its instant (at() with ifPast 'fire-late'): reported as fired late whatever the lateness. */
   armedPast = false;
+  /** Popped for the instant being fired (out of the heap until finishGroup): a cancel before its turn is reported through it. */
+  prepared: Prepared | undefined;
 
   constructor(
     private readonly state: SchedulerState,
@@ -177,6 +179,8 @@ interface SchedulerState {
   /** Raw instant the armed timer is meant to wake at. */
   timerWakeRawNs: bigint;
   inTail: boolean;
+  /** The jobs popped for the instant being fired, from prepareGroup to finishGroup. */
+  group: Prepared[] | undefined;
   stopped: boolean;
   nextSeq: number;
   nextId: number;
@@ -247,6 +251,7 @@ function runTail(state: SchedulerState): void {
       if (remainingNs > window) break; // woke early, capped wait, or next head not close: back to the timer
       first = false;
       const group = prepareGroup(state, head.keyNs, deadlineRaw, nowRaw);
+      state.group = group;
       const sleepFromRaw = clock.nowNs();
       let oversleepNs: number | undefined;
       if (deadlineRaw - sleepFromRaw > BigInt(Math.round(state.spin.ns))) {
@@ -297,10 +302,11 @@ function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint,
   const errorBoundNs = timescale.errorBoundNs(deadlineRaw);
   for (let head = heap.peek(); head !== undefined && head.keyNs === keyNs; head = heap.peek()) {
     const job = heap.pop()!;
+    let prepared: Prepared;
     if (job.running > 0 && job.overlap === 'skip') {
-      group.push({ job, report: undefined, skip: skipReport(state, job, 'overlap', nowUtc), fired: false });
+      prepared = { job, report: undefined, skip: skipReport(state, job, 'overlap', nowUtc), fired: false };
     } else if (expectedLatenessNs > job.lateToleranceNs && job.ifLate === 'skip') {
-      group.push({ job, report: undefined, skip: skipReport(state, job, 'late', nowUtc), fired: false });
+      prepared = { job, report: undefined, skip: skipReport(state, job, 'late', nowUtc), fired: false };
     } else {
       const report: FireReport = {
         jobId: job.id,
@@ -312,8 +318,10 @@ function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint,
         policy: 'on-time',
       };
       if (job.edge !== undefined) report.edge = job.edge;
-      group.push({ job, report, skip: undefined, fired: false });
+      prepared = { job, report, skip: undefined, fired: false };
     }
+    job.prepared = prepared;
+    group.push(prepared);
   }
   return group;
 }
@@ -368,6 +376,8 @@ function exactTiming(state: SchedulerState, job: JobRecord, report: FireReport, 
 
 /** After the instant: stats, recurring jobs back in the heap, then the listeners. */
 function finishGroup(state: SchedulerState, group: Prepared[]): void {
+  state.group = undefined;
+  for (const prepared of group) prepared.job.prepared = undefined;
   const nowUtc = state.timescale.nowNs();
   for (const prepared of group) {
     if (prepared.fired) state.stats.fires++;
@@ -419,6 +429,20 @@ function cancelJob(state: SchedulerState, job: JobRecord, reason: SkipReason): v
     state.timer = undefined;
   }
   if (wasPending) emit(state.skipListeners, skipReport(state, job, reason, state.timescale.nowNs()));
+  else if (job.prepared !== undefined) endBeforeTurn(state, job.prepared, reason);
+}
+
+/**
+ * A job of the group being fired, cancelled (or stopped) by an earlier job's
+ * action at the same instant: it is out of the heap, so this is its only
+ * report. It goes out with the group's, in finishGroup, not from inside the
+ * fire loop. A job that already fired, or whose skip was already decided
+ * (overlap, late), keeps that report.
+ */
+function endBeforeTurn(state: SchedulerState, prepared: Prepared, reason: SkipReason): void {
+  if (prepared.fired || prepared.skip !== undefined) return;
+  prepared.report = undefined;
+  prepared.skip = skipReport(state, prepared.job, reason, state.timescale.nowNs());
 }
 
 function skipReport(state: SchedulerState, job: JobRecord, reason: SkipReason, atNs: bigint): SkipReport {
@@ -460,6 +484,7 @@ export class Scheduler {
       timer: undefined,
       timerWakeRawNs: 0n,
       inTail: false,
+      group: undefined,
       stopped: false,
       nextSeq: 0,
       nextId: 0,
@@ -560,6 +585,11 @@ export class Scheduler {
     for (const job of pending) {
       job.done = true;
       if (state.skipListeners.size > 0) emit(state.skipListeners, skipReport(state, job, 'stopped', nowNs));
+    }
+    // Called from an action: the rest of its group is out of the heap, reported when the group finishes.
+    for (const prepared of state.group ?? []) {
+      prepared.job.done = true;
+      endBeforeTurn(state, prepared, 'stopped');
     }
   }
 

@@ -267,6 +267,33 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(() => scheduler.at(T0 + 40n * NS_PER_SECOND, () => {})).to.throw(/stopped/);
   });
 
+  it('a same-instant job cancelled by an earlier job\'s action is reported cancelled, never fires', () => {
+    const { timers, scheduler, fires, skips } = setup();
+    const instant = T0 + NS_PER_SECOND;
+    let second!: ReturnType<Scheduler['at']>;
+    scheduler.at(instant, () => second.cancel(), { id: 'first' });
+    second = scheduler.at(instant, () => expect.fail('cancelled before its turn'), { id: 'second' });
+    const third = scheduler.every({ epochNs: instant, periodNs: NS_PER_SECOND, startNs: instant }, () => {}, { id: 'third' });
+    timers.advance(NS_PER_SECOND + NS_PER_MS);
+    expect(fires.map((f) => f.jobId)).to.deep.equal(['first', 'third']);
+    expect(skips.map((s) => [s.jobId, s.reason, s.plannedNs])).to.deep.equal([['second', 'cancelled', instant]]);
+    expect(second.nextInstantNs()).to.equal(undefined);
+    third.cancel();
+  });
+
+  it('stop() from an action reports the same-instant jobs not yet fired as stopped; they never fire', () => {
+    const { timers, scheduler, fires, skips } = setup();
+    const instant = T0 + NS_PER_SECOND;
+    scheduler.at(instant, () => scheduler.stop(), { id: 'stopper' });
+    scheduler.at(instant, () => expect.fail('stopped before its turn'), { id: 'after' });
+    scheduler.every({ epochNs: instant, periodNs: NS_PER_SECOND, startNs: instant }, () => expect.fail('stopped'), { id: 'periodic' });
+    scheduler.at(instant + NS_PER_SECOND, () => expect.fail('stopped'), { id: 'later' });
+    timers.advance(3n * NS_PER_SECOND);
+    expect(fires.map((f) => f.jobId)).to.deep.equal(['stopper']);
+    expect(skips.map((s) => `${s.jobId}:${s.reason}`).sort()).to.deep.equal(['after:stopped', 'later:stopped', 'periodic:stopped']);
+    expect(timers.pending).to.equal(0);
+  });
+
   it('an action that throws goes to onError; the others still fire', () => {
     const { timers, scheduler, fires } = setup();
     const errors: unknown[] = [];
