@@ -37,6 +37,7 @@ export function skipJson(report: SkipReport): string {
     plannedNs: report.plannedNs.toString(),
     at: formatUtcNs(report.atNs),
     reason: report.reason,
+    ...(report.error !== undefined ? { error: report.error } : {}),
   });
 }
 
@@ -60,6 +61,8 @@ export function skipLine(report: SkipReport): string {
     overlap: 'the previous run is still going (--overlap skip)',
     cancelled: 'cancelled',
     stopped: 'stopped',
+    failed: 'the schedule cannot say when next; the job ends',
   };
+  if (report.reason === 'failed') return `${why.failed} (after ${formatUtcNs(report.plannedNs)}): ${report.error ?? 'unknown error'}`;
   return `skipped #${report.index} planned ${formatUtcNs(report.plannedNs)}: ${why[report.reason]}`;
 }

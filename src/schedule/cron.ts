@@ -15,7 +15,7 @@
  */
 import { CronExpressionParser, type CronExpression } from 'cron-parser';
 import { DateTime } from 'luxon';
-import { NS_PER_MS } from '../time/units.js';
+import { NS_PER_MS, formatUtcNs } from '../time/units.js';
 import { CronPatternError } from './errors.js';
 import type { Occurrence, Recurrence } from './recurrence.js';
 
@@ -54,7 +54,12 @@ export class CronRecurrence implements Recurrence {
     }
   }
 
-  /** The first match strictly after afterNs (UTC ns), or undefined when cron-parser finds none. */
+  /**
+   * The first match strictly after afterNs (UTC ns). Throws CronPatternError
+   * when cron-parser cannot find one: its search gives up after a fixed number
+   * of steps (its loop limit), which is not proof that no match exists, so it
+   * is a failure to report, not the end of the schedule.
+   */
   next(afterNs: bigint): Occurrence | undefined {
     // Whole-ms floor: cron instants are whole seconds, so "after the ms" is "after the ns".
     let afterMs = afterNs / NS_PER_MS - (afterNs < 0n && afterNs % NS_PER_MS !== 0n ? 1n : 0n);
@@ -64,9 +69,9 @@ export class CronRecurrence implements Recurrence {
         this.iterator.reset(new Date(Number(afterMs)));
         nextMs = this.iterator.next().getTime();
       } catch (error) {
-        // "Out of the time span range" / loop limit: no further match (e.g. 30 February).
-        if (/loop limit|time span/i.test((error as Error).message)) return undefined;
-        throw new CronPatternError(this.expression, (error as Error).message);
+        const message = (error as Error).message;
+        const gaveUp = /loop limit/i.test(message) ? ` (cron-parser gave up searching after ${formatUtcNs(afterNs)}: no match found)` : '';
+        throw new CronPatternError(this.expression, message + gaveUp);
       }
       const instantNs = BigInt(nextMs) * NS_PER_MS;
       if (instantNs > afterNs) return { instantNs };

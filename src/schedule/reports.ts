@@ -30,9 +30,12 @@ export type FireAction = (report: FireReport) => void | Promise<void>;
  *   (suspend, a stalled event loop, a forward step of the Timescale), and
  *   the job's policy is to skip (periodic and cron: they pick the next instant in phase);
  * - 'overlap': the previous fire's action was still running (overlap 'skip');
- * - 'cancelled': job.cancel(); 'stopped': scheduler.stop().
+ * - 'cancelled': job.cancel(); 'stopped': scheduler.stop();
+ * - 'failed': the job's recurrence could not give its next instant (it threw:
+ *   cron-parser gave up searching, or kept answering the past): the job ends,
+ *   `error` says why, plannedNs is the instant after which it searched.
  */
-export type SkipReason = 'rejected' | 'past' | 'late' | 'overlap' | 'cancelled' | 'stopped';
+export type SkipReason = 'rejected' | 'past' | 'late' | 'overlap' | 'cancelled' | 'stopped' | 'failed';
 
 export interface SkipReport {
   jobId: string;
@@ -43,6 +46,8 @@ export interface SkipReport {
   /** Disciplined UTC when the decision was taken. */
   atNs: bigint;
   reason: SkipReason;
+  /** 'failed': the recurrence's error message. */
+  error?: string;
 }
 
 export type IfPast = 'reject' | 'skip' | 'fire-late';

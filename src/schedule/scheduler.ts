@@ -291,6 +291,8 @@ interface Prepared {
   report: FireReport | undefined;
   skip: SkipReport | undefined;
   fired: boolean;
+  /** Its recurrence failed to give the next instant: the job ended (reported after its own report). */
+  failed?: SkipReport;
 }
 
 /** Pops every job planned at keyNs (arming order) and decides overlap and lateness before the deadline. */
@@ -381,31 +383,47 @@ function finishGroup(state: SchedulerState, group: Prepared[]): void {
   const nowUtc = state.timescale.nowNs();
   for (const prepared of group) {
     if (prepared.fired) state.stats.fires++;
-    reschedule(state, prepared.job, nowUtc);
+    const failed = reschedule(state, prepared.job, nowUtc);
+    if (failed !== undefined) prepared.failed = failed;
   }
-  for (const { report, skip, fired } of group) {
+  for (const { report, skip, fired, failed } of group) {
     if (fired) emit(state.fireListeners, report!);
     else if (skip !== undefined) emit(state.skipListeners, skip);
+    if (failed !== undefined) emit(state.skipListeners, failed);
   }
 }
 
-/** Puts a recurring job back at its next instant after the one just handled (resuming in phase after a late skip). */
-function reschedule(state: SchedulerState, job: JobRecord, nowUtc: bigint): void {
-  if (job.done || state.stopped) return;
+/**
+ * Puts a recurring job back at its next instant after the one just handled
+ * (resuming in phase after a late skip). A recurrence that throws ends the
+ * job with a 'failed' report, returned for finishGroup to emit: this runs in
+ * the timer callback, where an exception would be uncaught.
+ */
+function reschedule(state: SchedulerState, job: JobRecord, nowUtc: bigint): SkipReport | undefined {
+  if (job.done || state.stopped) return undefined;
   if (!job.recurring) {
     job.done = true;
-    return;
+    return undefined;
   }
-  let next = nextOccurrence(job, job.keyNs);
-  // Long stall or forward step: resume at the first instant not already beyond tolerance, no catch-up storm.
-  if (next !== undefined && Number(nowUtc - next.instantNs) > job.lateToleranceNs) {
-    next = nextOccurrence(job, nowUtc - 1n);
+  let next: Occurrence | undefined;
+  try {
+    next = nextOccurrence(job, job.keyNs);
+    // Long stall or forward step: resume at the first instant not already beyond tolerance, no catch-up storm.
+    if (next !== undefined && Number(nowUtc - next.instantNs) > job.lateToleranceNs) {
+      next = nextOccurrence(job, nowUtc - 1n);
+    }
+  } catch (error) {
+    job.done = true;
+    const failed = skipReport(state, job, 'failed', nowUtc);
+    failed.error = error instanceof Error ? error.message : String(error);
+    return failed;
   }
   if (next === undefined) {
     job.done = true;
-    return;
+    return undefined;
   }
   place(state, job, next);
+  return undefined;
 }
 
 function nextOccurrence(job: JobRecord, afterNs: bigint): Occurrence | undefined {
@@ -534,7 +552,12 @@ export class Scheduler {
     return this.placeFirst(job);
   }
 
-  /** Fires on a 6-field cron expression (with seconds) in options.tz (local zone by default). */
+  /**
+   * Fires on a 6-field cron expression (with seconds) in options.tz (local zone
+   * by default). Throws CronPatternError for a bad expression or zone, or when
+   * no first match is found; a later failure to find the next match ends the
+   * job with a 'failed' skip report.
+   */
   cron(expression: string, options: CronJobOptions, action: FireAction): Job {
     const recurrence = new CronRecurrence(expression, options.tz === undefined ? {} : { tz: options.tz });
     const job = this.newJob(recurrence, action, true, options, 'skip', options.overlap ?? 'skip');

@@ -107,6 +107,10 @@ describe('schedule/cli: lockstep wait, at, cron', function () {
     const zone = await runCli(['cron', '* * * * * *', '--tz', 'Mars/Base', '--', 'true']);
     expect(zone.code).to.equal(2);
     expect(zone.stderr).to.match(/unknown time zone/);
+    // 30 February never comes: refused with the reason (exit 2), not a job that silently ends with exit 0.
+    const never = await runCli(['cron', '0 0 0 30 2 *', '--', 'true']);
+    expect(never.code).to.equal(2);
+    expect(never.stderr).to.match(/day of month/);
   });
 
   it('wait --ntp: synchronizes to a real chronyd first, then fires with a measured error bound', async function () {

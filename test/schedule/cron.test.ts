@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { ManualClock } from '../../src/time/clock.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { NS_PER_SECOND } from '../../src/time/units.js';
-import { CronRecurrence, CronPatternError, Scheduler, ManualTimerHost, type FireReport } from '../../src/schedule/index.js';
+import { CronRecurrence, CronPatternError, Scheduler, ManualTimerHost, type FireReport, type SkipReport } from '../../src/schedule/index.js';
 
 const ns = (iso: string) => BigInt(Date.parse(iso)) * 1_000_000n;
 const iso = (n: bigint) => new Date(Number(n / 1_000_000n)).toISOString().replace('.000Z', 'Z');
@@ -107,6 +107,50 @@ describe('schedule/cron (cron-parser v5 + luxon, DST)', () => {
       '2032-02-29T12:00:00Z',
     ]);
     expect(Date.now() - t0).to.be.lessThan(5000);
+  });
+
+  describe('when cron-parser gives up (its loop limit: past +275760-01-01, the last instant a JS Date holds)', () => {
+    /** 275760-01-01T00:00:00Z, the last yearly match cron-parser can reach. */
+    const LAST_NEW_YEAR_NS = 8_639_977_881_600_000n * 1_000_000n;
+
+    it('next() throws CronPatternError with the reason instead of answering "no more matches"', () => {
+      const r = new CronRecurrence('0 0 0 1 1 *', { tz: 'UTC' });
+      expect(r.next(LAST_NEW_YEAR_NS - 1n)!.instantNs).to.equal(LAST_NEW_YEAR_NS);
+      expect(() => r.next(LAST_NEW_YEAR_NS)).to.throw(CronPatternError, /loop limit.*gave up searching after \+275760-01-01/);
+    });
+
+    function setup(startNs: bigint) {
+      const clock = new ManualClock(startNs);
+      const timescale = new Timescale(clock, { trustRawClock: { errorBoundNs: 0 } });
+      const timers = new ManualTimerHost(clock);
+      const scheduler = new Scheduler({ timescale, timers });
+      const fires: FireReport[] = [];
+      const skips: SkipReport[] = [];
+      scheduler.onFire((r) => fires.push(r));
+      scheduler.onSkip((r) => skips.push(r));
+      return { timers, scheduler, fires, skips };
+    }
+
+    it('mid-run: the job fires, then ends with a "failed" skip report; nothing is thrown from the timer', () => {
+      const { timers, scheduler, fires, skips } = setup(LAST_NEW_YEAR_NS - 2n * NS_PER_SECOND);
+      const job = scheduler.cron('0 0 0 1 1 *', { tz: 'UTC', id: 'new-year' }, () => {});
+      // ManualTimerHost runs the timer callbacks inside advance(): an escaping exception would throw here.
+      expect(() => timers.advance(10n * NS_PER_SECOND)).to.not.throw();
+      expect(fires.map((f) => f.plannedNs)).to.deep.equal([LAST_NEW_YEAR_NS]);
+      expect(skips).to.have.length(1);
+      expect(skips[0]).to.include({ jobId: 'new-year', reason: 'failed', index: 1, plannedNs: LAST_NEW_YEAR_NS });
+      expect(skips[0]!.error).to.match(/loop limit/);
+      expect(job.nextInstantNs()).to.equal(undefined);
+      expect(scheduler.pending).to.equal(0);
+      expect(timers.pending).to.equal(0);
+    });
+
+    it('at the first instant: Scheduler.cron throws CronPatternError to its caller and schedules nothing', () => {
+      const { scheduler, skips } = setup(LAST_NEW_YEAR_NS + NS_PER_SECOND);
+      expect(() => scheduler.cron('0 0 0 1 1 *', { tz: 'UTC' }, () => {})).to.throw(CronPatternError, /loop limit/);
+      expect(scheduler.pending).to.equal(0);
+      expect(skips).to.have.length(0);
+    });
   });
 
   it('Scheduler.cron through the Berlin autumn night: no double fire, every fire on its instant', () => {

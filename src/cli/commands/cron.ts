@@ -28,7 +28,9 @@ options:
   --json               one JSON line per fire and per skip on stdout (default: lines on stderr)
   --quiet              only failures
 
-On SIGINT/SIGTERM: no new runs; running commands get the signal; exits when they have.`;
+On SIGINT/SIGTERM: no new runs; running commands get the signal; exits when they have.
+When the next tick cannot be found (cron-parser gives up its search): a skip
+with reason 'failed' (--json), then exit 1 with the reason once runs have ended.`;
 
 /** A signal is passed on to running commands; they get this long to finish before we exit anyway. */
 const STOP_GRACE_MS = 5000;
@@ -57,7 +59,18 @@ export const command: Command = {
     const running = new Set<Spawned>();
     let finish!: () => void;
     const finished = new Promise<void>((resolve) => (finish = resolve));
+    /** Set when the schedule could not give its next tick: the job has ended, we exit non-zero with it. */
+    let failure: string | undefined;
     try {
+      scheduler.onSkip((skip) => {
+        if (skip.reason === 'stopped') return;
+        if (values.json) process.stdout.write(skipJson(skip) + '\n');
+        else if (skip.reason !== 'failed') say(skipLine(skip)); // a failure is the exit message
+        if (skip.reason === 'failed') {
+          failure = skip.error ?? 'the schedule failed';
+          if (running.size === 0) finish();
+        }
+      });
       try {
         scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap }, (report) => {
           const firedHrNs = process.hrtime.bigint();
@@ -77,11 +90,6 @@ export const command: Command = {
         if (error instanceof CronPatternError) throw new UsageError(error.message);
         throw error;
       }
-      scheduler.onSkip((skip) => {
-        if (skip.reason === 'stopped') return;
-        if (values.json) process.stdout.write(skipJson(skip) + '\n');
-        else say(skipLine(skip));
-      });
       if (scheduler.pending === 0) throw new UsageError(`'${positionals[0]}' never matches`);
       const onSignal = (signal: NodeJS.Signals) => {
         scheduler.stop();
@@ -94,6 +102,7 @@ export const command: Command = {
       await finished;
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      if (failure !== undefined) throw new Error(`${failure}; no more runs`);
       return EXIT_OK;
     } finally {
       scheduler.stop();
