@@ -4,7 +4,7 @@
  * waited on until synchronized before anything is scheduled.
  */
 import { realClock } from '../time/clock.js';
-import { Timescale } from '../time/timescale.js';
+import { Timescale, type TimescaleChange } from '../time/timescale.js';
 import { NtpClient } from '../ntp/client.js';
 import { Scheduler } from '../schedule/scheduler.js';
 import { followSystemClock, type SystemClockFollower } from '../schedule/system-clock.js';
@@ -35,7 +35,19 @@ export interface ClockSource {
   description: string;
   /** Connects the follower to the scheduler (its quiet periods). */
   attach(scheduler: Scheduler): void;
+  /**
+   * Hears every step of the Timescale once the source is open: the system
+   * clock was stepped under us (`date -s`, chrony's makestep) and the follower
+   * stepped with it, or NTP found us far off. Pending instants move with it (the
+   * scheduler re-arms); DESIGN says such a step is reported, so commands print it.
+   * Slews (corrections within the step threshold) are not steps.
+   */
+  onStep(listener: (step: TimescaleChange) => void): () => void;
   close(): Promise<void>;
+}
+
+function stepsOf(timescale: Timescale): ClockSource['onStep'] {
+  return (listener) => timescale.onChange((change) => change.kind === 'step' && listener(change));
 }
 
 export interface ClockValues {
@@ -63,6 +75,7 @@ export async function openClockSource(values: ClockValues, log: (line: string) =
     timescale,
     description: `ntp ${servers.join(',')}`,
     attach() {},
+    onStep: stepsOf(timescale),
     close: () => client.stop(),
   };
 }
@@ -83,6 +96,7 @@ function systemClockSource(): ClockSource {
     attach(s) {
       scheduler = s;
     },
+    onStep: stepsOf(timescale),
     close: async () => follower.stop(),
   };
 }

@@ -1,6 +1,7 @@
 /** How `wait`, `at` and `cron` print fire and skip reports: one JSON object per line, or one human line. */
 import { formatUtcNs } from '../time/units.js';
 import type { FireReport, SkipReport } from '../schedule/reports.js';
+import type { TimescaleChange } from '../time/timescale.js';
 
 export interface FireExtras {
   /** From the action's start to spawn() returning (the child exec'd), ns. */
@@ -65,4 +66,21 @@ export function skipLine(report: SkipReport): string {
   };
   if (report.reason === 'failed') return `${why.failed} (after ${formatUtcNs(report.plannedNs)}): ${report.error ?? 'unknown error'}`;
   return `skipped #${report.index} planned ${formatUtcNs(report.plannedNs)}: ${why[report.reason]}`;
+}
+
+/** A step of the clock a command follows (source: 'system' or 'ntp host:port,...'). */
+export function stepJson(step: TimescaleChange, source: string): string {
+  return JSON.stringify({
+    event: 'step',
+    source,
+    from: formatUtcNs(step.previousUtcNs),
+    to: formatUtcNs(step.previousUtcNs + step.correctionNs),
+    correctionNs: Number(step.correctionNs),
+  });
+}
+
+export function stepLine(step: TimescaleChange, source: string): string {
+  const sign = step.correctionNs < 0n ? '−' : '+';
+  const magnitude = Number(step.correctionNs < 0n ? -step.correctionNs : step.correctionNs);
+  return `clock (${source}) stepped ${sign}${micro(magnitude)}: ${formatUtcNs(step.previousUtcNs)} is now ${formatUtcNs(step.previousUtcNs + step.correctionNs)}; pending instants follow it`;
 }

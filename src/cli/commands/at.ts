@@ -3,7 +3,7 @@ import type { Command } from '../command.js';
 import { parseCommandArgs } from '../args.js';
 import { UsageError, EXIT_OK } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
-import { fireJson, fireLine, skipJson, skipLine, type FireExtras } from '../schedule-output.js';
+import { fireJson, fireLine, skipJson, skipLine, stepJson, stepLine, type FireExtras } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
@@ -27,7 +27,8 @@ options:
                        or fire-late (run CMD now, reported as fired-late)
   --ntp SERVER         use the embedded NTP client (host[:port], repeat or comma-separate)
   --sync-timeout DUR   how long to wait for NTP synchronization (default 15s)
-  --json               the report as one JSON line on stdout (default: a line on stderr)
+  --json               the report as one JSON line on stdout (default: a line on stderr),
+                       and a {"event":"step",...} line if the clock steps while waiting
   --quiet              no report`;
 
 export const command: Command = {
@@ -48,6 +49,10 @@ export const command: Command = {
     const prepared = prepareCommand(rest);
     const say = (line: string) => !values.quiet && process.stderr.write(`lockstep at: ${line}\n`);
     const clock = await openClockSource(values, say);
+    clock.onStep((step) => {
+      if (values.json) process.stdout.write(stepJson(step, clock.description) + '\n');
+      else say(stepLine(step, clock.description));
+    });
     try {
       let instantNs: bigint;
       try {

@@ -3,7 +3,7 @@ import type { Command } from '../command.js';
 import { parseCommandArgs, numberOption } from '../args.js';
 import { UsageError, EXIT_OK } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
-import { fireJson, fireLine, skipJson, skipLine } from '../schedule-output.js';
+import { fireJson, fireLine, skipJson, skipLine, stepJson, stepLine } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
@@ -25,7 +25,7 @@ options:
   --count N            stop after N runs (default: run until SIGINT/SIGTERM)
   --ntp SERVER         use the embedded NTP client (host[:port], repeat or comma-separate)
   --sync-timeout DUR   how long to wait for NTP synchronization (default 15s)
-  --json               one JSON line per fire and per skip on stdout (default: lines on stderr)
+  --json               one JSON line per fire, skip and clock step on stdout (default: lines on stderr)
   --quiet              only failures
 
 On SIGINT/SIGTERM: no new runs; running commands get the signal; exits when they have.
@@ -53,6 +53,10 @@ export const command: Command = {
     const prepared = prepareCommand(rest);
     const say = (line: string) => process.stderr.write(`lockstep cron: ${line}\n`);
     const clock = await openClockSource(values, values.quiet ? () => {} : say);
+    clock.onStep((step) => {
+      if (values.json) process.stdout.write(stepJson(step, clock.description) + '\n');
+      else if (!values.quiet) say(stepLine(step, clock.description));
+    });
     lowerTimerSlack(); // wake-ups ~50 µs sooner, less spin (src/schedule/process-tuning.ts); best effort
     const scheduler = new Scheduler({ timescale: clock.timescale });
     clock.attach(scheduler);

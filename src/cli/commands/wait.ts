@@ -3,7 +3,7 @@ import type { Command } from '../command.js';
 import { parseCommandArgs } from '../args.js';
 import { UsageError, EXIT_OK } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
-import { fireJson, fireLine } from '../schedule-output.js';
+import { fireJson, fireLine, stepJson, stepLine } from '../schedule-output.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { parseWhen, WhenSyntaxError, WHEN_FORMATS } from '../../schedule/when.js';
@@ -26,6 +26,8 @@ options:
   --json               print the fire report as one JSON line on stdout
   --verbose            print the fire report as a line on stderr
 
+A step of the clock while waiting is printed on stderr ({"event":"step",...} on stdout with --json).
+
 exit: 0 at the instant, 1 when WHEN passed (or NTP did not synchronize), 2 on bad input.
 Precision is that of the return: the process still has to exit and the shell to
 start the next command (milliseconds). For the command itself on time, use 'lockstep at'.`;
@@ -45,6 +47,11 @@ export const command: Command = {
     if (ifPast !== 'reject' && ifPast !== 'fire-late') throw new UsageError(`--if-past takes reject or fire-late, not '${ifPast}'`);
     const log = (line: string) => values.verbose && process.stderr.write(`lockstep wait: ${line}\n`);
     const clock = await openClockSource(values, log);
+    // Not only with --verbose: a step moves the instant we return at, the script should hear of it.
+    clock.onStep((step) => {
+      if (values.json) process.stdout.write(stepJson(step, clock.description) + '\n');
+      else process.stderr.write(`lockstep wait: ${stepLine(step, clock.description)}\n`);
+    });
     try {
       let instantNs: bigint;
       try {
