@@ -62,6 +62,14 @@ export const DEFAULT_SPIN_MARGIN: MarginOptions = { initialNs: 400_000, minNs: 5
 export const DEFAULT_LATE_TOLERANCE_NS = 50_000_000;
 /** Up to this lateness the UTC of a fire is planned + raw lateness (< 11 ns of error); beyond, the model's utcAt(). */
 const ON_TIME_WITHIN_NS = 1_000n;
+/**
+ * The fire path runs once as a rehearsal (no action called) this long before
+ * the instant. After milliseconds asleep, other processes have evicted its
+ * code and data from the CPU caches: measured here, from the end of the spin
+ * to the action's first line took ~5-8 µs cold and under 1 µs warm. 30 µs of
+ * spinning afterwards evicts nothing.
+ */
+const REHEARSE_BEFORE_NS = 30_000n;
 
 export interface SchedulerOptions {
   timescale: Timescale;
@@ -280,6 +288,11 @@ function runTail(state: SchedulerState): void {
 function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint): number {
   const clock = state.timescale.clock;
   const spinStartRaw = clock.nowNs();
+  const rehearseAtRaw = deadlineRaw - REHEARSE_BEFORE_NS;
+  if (spinStartRaw < rehearseAtRaw) {
+    state.timers.spinUntil(clock, rehearseAtRaw);
+    fireGroup(state, group, deadlineRaw, deadlineRaw, true);
+  }
   const endRaw = state.timers.spinUntil(clock, deadlineRaw);
   fireGroup(state, group, deadlineRaw, endRaw);
   return Number(endRaw - spinStartRaw);
@@ -336,14 +349,16 @@ function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint,
  * completing the report afterwards saved ~1 µs here, but the hardware and mesh
  * code copy the report inside the action: exact values there matter more.)
  */
-function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint): void {
+function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint, rehearsal = false): void {
   const clock = state.timescale.clock;
   for (let i = 0; i < group.length; i++) {
     const prepared = group[i]!;
-    const { job, report } = prepared;
+    const { job } = prepared;
+    const report = rehearsal ? rehearsalCopy(prepared.report) : prepared.report;
     if (report === undefined || job.done) continue;
     exactTiming(state, job, report, i === 0 ? endRaw : clock.nowNs(), deadlineRaw);
     if (job.armedPast) report.policy = 'fired-late';
+    if (rehearsal) continue;
     job.firedCount++;
     prepared.fired = true;
     try {
@@ -362,6 +377,15 @@ function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint
       reportError(state, error, report);
     }
   }
+}
+
+/** One scratch report for rehearsals: the real ones stay untouched until the instant. */
+const rehearsalReport: FireReport = { jobId: '', index: 0, plannedNs: 0n, actualNs: 0n, latenessNs: 0, errorBoundNs: 0, policy: 'on-time' };
+function rehearsalCopy(report: FireReport | undefined): FireReport | undefined {
+  if (report === undefined) return undefined;
+  rehearsalReport.plannedNs = report.plannedNs;
+  rehearsalReport.policy = 'on-time';
+  return rehearsalReport;
 }
 
 function exactTiming(state: SchedulerState, job: JobRecord, report: FireReport, raw: bigint, deadlineRaw: bigint): void {
