@@ -73,10 +73,13 @@ export async function openServedClock(o: ServedClockOptions): Promise<ServedCloc
     timescale,
     system,
     upstream: () => system.upstream(),
-    describe: () =>
-      system.chrony
+    describe: () => {
+      const untrusted = system.untrustedReason();
+      const base = system.chrony
         ? `system clock (local chronyd: stratum ${system.chrony.stratum}, ${system.chrony.leap})`
-        : `system clock (declared error ±${(o.errorBoundNs / 1e3).toFixed(0)} µs)`,
+        : `system clock (declared error ±${(o.errorBoundNs / 1e3).toFixed(0)} µs)`;
+      return untrusted ? `${base}, unsynchronized for now: ${untrusted}` : base;
+    },
     async stop() {
       system.stop();
     },

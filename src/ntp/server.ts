@@ -34,6 +34,8 @@ export interface UpstreamInfo {
   rootDispersionSeconds: number;
   /** 3 when the source itself is not synchronized (e.g. the local chronyd says so): we then serve leap 3 too. */
   leap?: number;
+  /** With leap 3: why, for the operator (status line, --json). */
+  reason?: string;
 }
 
 export interface NtpServerOptions {
@@ -90,6 +92,8 @@ export interface ServerReference {
   rootDispersionSeconds: number;
   errorBoundSeconds: number;
   referenceTimeNs: bigint;
+  /** With leap 3: why we say we are unsynchronized. */
+  unsynchronizedReason?: string;
 }
 
 export class NtpServerError extends Error {
@@ -286,8 +290,16 @@ export class NtpServer {
     const lastRaw = this.timescale.lastEstimateRawNs;
     const referenceTimeNs = lastRaw !== undefined ? this.timescale.utcAt(lastRaw) : this.startUtcNs;
     const up = this.upstream?.();
-    if (!this.timescale.synchronized || !(errorBoundSeconds <= MAX_TRUSTWORTHY_ERROR_SECONDS) || up?.leap === LEAP_UNSYNCHRONIZED) {
+    const unsynchronizedReason = !this.timescale.synchronized
+      ? 'our time is not synchronized yet'
+      : !(errorBoundSeconds <= MAX_TRUSTWORTHY_ERROR_SECONDS)
+        ? `our error bound ${errorBoundSeconds.toFixed(3)} s exceeds ${MAX_TRUSTWORTHY_ERROR_SECONDS} s`
+        : up?.leap === LEAP_UNSYNCHRONIZED
+          ? (up.reason ?? 'our time source is not synchronized')
+          : undefined;
+    if (unsynchronizedReason !== undefined) {
       return {
+        unsynchronizedReason,
         leap: LEAP_UNSYNCHRONIZED,
         stratum: STRATUM_UNSYNCHRONIZED,
         refId: 0,

@@ -17,7 +17,18 @@
  * - asks the local chronyd (`chronyc -c tracking`, if there is one) what it
  *   knows: leap status, stratum, reference, root delay and dispersion and its
  *   offset from NTP time; our error bound is then its root distance plus that
- *   offset instead of a constant, and "not synchronised" becomes leap 3.
+ *   offset instead of a constant, and "not synchronised" becomes leap 3;
+ * - without chronyd, asks the kernel through `timedatectl` (systemd-timedated
+ *   reads adjtimex's STA_UNSYNC flag, which chronyd, ntpd and timesyncd all
+ *   maintain; Node cannot call adjtimex itself, and it needs no privilege):
+ *   "not synchronized" becomes leap 3 too. Where timedated does not answer
+ *   (no systemd, no D-Bus) we know nothing and declare the constant;
+ * - whatever anyone says, never serves as synchronized a clock that reads
+ *   earlier than PLAUSIBLE_SINCE_NS: a hub that lost power and booted in 1970
+ *   (no RTC, no fake-hwclock) is wrong by decades, not by the declared bound.
+ *   A clock restored from a file at boot (fake-hwclock, timesyncd's
+ *   /var/lib/systemd/timesync/clock) passes this check though it may be hours
+ *   behind: only the daemon or the kernel can tell, hence the questions above.
  */
 import { execFile } from 'node:child_process';
 import type { Timescale } from '../time/timescale.js';
@@ -33,6 +44,14 @@ const REFRESH_MS = 60_000;
 /** chronyc is asked this often; its answers change slowly. */
 const CHRONY_INTERVAL_MS = 16_000;
 const CHRONYC_TIMEOUT_MS = 1000;
+/**
+ * No correct clock running this code reads earlier than its release: 2026-01-01
+ * UTC (raise it with new releases). Earlier means never set since boot (1970 on
+ * a Pi without RTC) or set from something stale; not a bound we can declare.
+ */
+export const PLAUSIBLE_SINCE_NS = 1_767_225_600_000_000_000n;
+/** The kernel's view through systemd-timedated: "yes" or "no" (its NTPSynchronized property). */
+const KERNEL_SYNC_COMMAND = ['timedatectl', 'show', '-p', 'NTPSynchronized', '--value'];
 /** chrony's default maxclockerror: dispersion grows by this (plus the skew) per second since its last update. */
 const CLOCK_WANDER_PPM = 1;
 
@@ -77,12 +96,47 @@ export function readChronyTracking(chronycArgs: string[] = []): Promise<ChronyTr
   });
 }
 
+/** "yes"/"no" from `timedatectl show -p NTPSynchronized --value`; undefined for anything else. */
+export function parseKernelSynchronized(output: string): boolean | undefined {
+  const value = output.trim();
+  return value === 'yes' ? true : value === 'no' ? false : undefined;
+}
+
+/** The kernel's synchronized flag, or undefined when nobody answers (no systemd as init, no D-Bus, no timedatectl). */
+export function readKernelSynchronized(command: string[] = KERNEL_SYNC_COMMAND): Promise<boolean | undefined> {
+  return new Promise((resolve) => {
+    execFile(command[0]!, command.slice(1), { timeout: CHRONYC_TIMEOUT_MS }, (error, stdout) => {
+      resolve(error ? undefined : parseKernelSynchronized(stdout));
+    });
+  });
+}
+
+/** The system clock as the follower reads it; replaceable so tests can be a hub that booted in 1970. */
+export interface SystemClockReader {
+  /** A precise reading: the system clock's epoch ns at a process.hrtime instant. */
+  anchor(): { epochNs: bigint; hrtimeNs: bigint };
+  /** A cheap reading, ms since the epoch (Date.now()). */
+  nowMs(): number;
+}
+
+/** Elapsed times are measured on the monotonic clock: the system clock is the one that may step under us. */
+function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}
+
+const SYSTEM_CLOCK: SystemClockReader = { anchor: anchorToSystemClock, nowMs: () => Date.now() };
+
 export interface SystemClockFollowerOptions {
   /** Declared error when chronyd cannot tell us better. */
   errorBoundNs: number;
   /** Ask the local chronyd (default true); chronycArgs e.g. ['-h', '127.0.0.1', '-p', '323']. */
   useChrony?: boolean;
   chronycArgs?: string[];
+  /** Ask the kernel (via timedatectl) whether the clock is synchronized when chronyd does not answer (default: as useChrony). */
+  useKernelStatus?: boolean;
+  /** The command that prints the kernel's "yes"/"no" (default timedatectl …). */
+  kernelStatusCommand?: string[];
+  systemClock?: SystemClockReader;
 }
 
 export class SystemClockFollower {
@@ -90,10 +144,17 @@ export class SystemClockFollower {
   private readonly fallbackErrorNs: number;
   private readonly useChrony: boolean;
   private readonly chronycArgs: string[];
+  private readonly useKernelStatus: boolean;
+  private readonly kernelStatusCommand: string[] | undefined;
+  private readonly system: SystemClockReader;
   private tracking: ChronyTracking | undefined;
-  private trackingReadAtMs = 0;
+  private trackingReadAtMs = -Infinity;
+  /** The kernel's flag while chronyd is silent; undefined: nobody told us. */
+  private kernelSynchronized: boolean | undefined;
+  /** The system clock at the last check, ns since the epoch. */
+  private systemNs = 0n;
   private timers: NodeJS.Timeout[] = [];
-  private lastRefreshMs = 0;
+  private lastRefreshMs = -Infinity;
   /** Steps of the system clock we followed. */
   stepsFollowed = 0;
 
@@ -102,14 +163,17 @@ export class SystemClockFollower {
     this.fallbackErrorNs = options.errorBoundNs;
     this.useChrony = options.useChrony ?? true;
     this.chronycArgs = options.chronycArgs ?? [];
+    this.useKernelStatus = options.useKernelStatus ?? this.useChrony;
+    this.kernelStatusCommand = options.kernelStatusCommand;
+    this.system = options.systemClock ?? SYSTEM_CLOCK;
   }
 
   /** Anchors now, asks chronyd once, then keeps following. */
   async start(): Promise<void> {
-    if (this.useChrony) await this.pollChrony();
+    await this.pollDaemons();
     this.refresh();
     this.timers.push(setInterval(() => this.check(), CHECK_INTERVAL_MS));
-    if (this.useChrony) this.timers.push(setInterval(() => void this.pollChrony(), CHRONY_INTERVAL_MS));
+    if (this.useChrony || this.useKernelStatus) this.timers.push(setInterval(() => void this.pollDaemons(), CHRONY_INTERVAL_MS));
     for (const t of this.timers) t.unref();
   }
 
@@ -123,21 +187,43 @@ export class SystemClockFollower {
     return this.tracking;
   }
 
-  /** For NtpServer's `upstream`: chronyd's view (leap 3 when it is not synchronised), or undefined without chronyd. */
+  /** The kernel's synchronized flag as timedatectl last reported it (only asked while chronyd is silent). */
+  get kernel(): boolean | undefined {
+    return this.kernelSynchronized;
+  }
+
+  /** Why the system clock must not be served as synchronized now, or undefined if nothing says so. */
+  untrustedReason(): string | undefined {
+    if (this.systemNs < PLAUSIBLE_SINCE_NS) {
+      const reads = new Date(Number(this.systemNs / 1_000_000n)).toISOString();
+      const floor = new Date(Number(PLAUSIBLE_SINCE_NS / 1_000_000n)).toISOString().slice(0, 10);
+      return `the system clock reads ${reads}, before ${floor}: it has not been set since boot`;
+    }
+    if (this.tracking?.leap === 'Not synchronised') return 'the local chronyd is not synchronised';
+    if (!this.tracking && this.kernelSynchronized === false) return 'the kernel says the system clock is not synchronized (timedatectl NTPSynchronized=no)';
+    return undefined;
+  }
+
+  /**
+   * For NtpServer's `upstream`: chronyd's view, or undefined without chronyd;
+   * leap 3 with the reason whenever untrustedReason() has one.
+   */
   upstream(): UpstreamInfo | undefined {
     const t = this.tracking;
-    if (!t) return undefined;
+    const reason = this.untrustedReason();
+    const unsynchronized = reason !== undefined ? { leap: 3, reason } : {};
+    if (!t) return reason !== undefined ? { stratum: 0, refId: 0, rootDelaySeconds: 0, rootDispersionSeconds: 0, ...unsynchronized } : undefined;
     return {
       stratum: t.stratum,
       refId: t.refId,
       rootDelaySeconds: t.rootDelaySeconds,
       rootDispersionSeconds: this.rootDispersionNow(t),
-      ...(t.leap === 'Not synchronised' ? { leap: 3 } : {}),
+      ...unsynchronized,
     };
   }
 
   private rootDispersionNow(t: ChronyTracking): number {
-    const since = Math.max(0, Date.now() / 1000 - t.refTimeSeconds);
+    const since = Math.max(0, this.system.nowMs() / 1000 - t.refTimeSeconds);
     return t.rootDispersionSeconds + since * (Math.abs(t.skewPpm) + CLOCK_WANDER_PPM) * 1e-6;
   }
 
@@ -148,30 +234,42 @@ export class SystemClockFollower {
     return (Math.abs(t.systemOffsetSeconds) + t.rootDelaySeconds / 2 + this.rootDispersionNow(t)) * 1e9;
   }
 
+  /** chronyd first (it knows the bound); the kernel's flag only while chronyd is silent. */
+  private async pollDaemons(): Promise<void> {
+    if (this.useChrony) await this.pollChrony();
+    if (this.useKernelStatus && !this.tracking) {
+      this.kernelSynchronized = await readKernelSynchronized(this.kernelStatusCommand);
+    } else {
+      this.kernelSynchronized = undefined;
+    }
+  }
+
   private async pollChrony(): Promise<void> {
     const t = await readChronyTracking(this.chronycArgs);
     if (t) {
       this.tracking = t;
-      this.trackingReadAtMs = Date.now();
-    } else if (Date.now() - this.trackingReadAtMs > 4 * CHRONY_INTERVAL_MS) {
+      this.trackingReadAtMs = monotonicMs();
+    } else if (monotonicMs() - this.trackingReadAtMs > 4 * CHRONY_INTERVAL_MS) {
       this.tracking = undefined; // chronyd went away: back to the declared constant
     }
   }
 
   /** Cheap check each second: a step of the system clock, or time for a refresh. */
   private check(): void {
-    const systemNs = BigInt(Date.now()) * 1_000_000n;
+    const systemNs = BigInt(this.system.nowMs()) * 1_000_000n;
+    this.systemNs = systemNs;
     const ours = this.timescale.nowNs();
     const diff = systemNs - ours;
     // Date.now() truncates to the ms, so it reads up to 1 ms behind: compare with that in mind.
     const stepped = diff > STEP_DETECT_NS || diff < -STEP_DETECT_NS;
     if (stepped) this.stepsFollowed++;
-    if (stepped || Date.now() - this.lastRefreshMs >= REFRESH_MS) this.refresh();
+    if (stepped || monotonicMs() - this.lastRefreshMs >= REFRESH_MS) this.refresh();
   }
 
   /** A precise anchor of the system clock, applied as a fresh estimate. */
   private refresh(): void {
-    const anchor = anchorToSystemClock();
+    const anchor = this.system.anchor();
+    this.systemNs = anchor.epochNs;
     const rawNowNs = this.timescale.clock.nowNs();
     const rawAtAnchor = rawNowNs - (process.hrtime.bigint() - anchor.hrtimeNs);
     this.timescale.apply({
@@ -180,6 +278,6 @@ export class SystemClockFollower {
       frequencyPpm: 0,
       errorBoundNs: this.errorBoundNs(),
     });
-    this.lastRefreshMs = Date.now();
+    this.lastRefreshMs = monotonicMs();
   }
 }

@@ -138,6 +138,16 @@ describe('lockstep serve-time', function () {
     expect(again.lines().at(-1)).to.deep.include({ event: 'stopped' });
   });
 
+  it('while unsynchronized, the status says why (leap 3 and unsynchronizedReason)', async () => {
+    const port = await freeUdpPort();
+    const nobody = await freeUdpPort(); // an upstream that never answers
+    const running = await serveTime(['--port', String(port), '--bind', '127.0.0.1', '--upstream', `127.0.0.1:${nobody}`, '--status-interval', '0.3']);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(await running.stop()).to.equal(0);
+    const status = running.lines().find((l) => l.event === 'status');
+    expect(status, running.output()).to.deep.include({ leap: 3, stratum: 16, unsynchronizedReason: 'our time is not synchronized yet' });
+  });
+
   it('human status lines name the counters', async () => {
     const port = await freeUdpPort();
     const child = spawn(process.execPath, [CLI_PATH, 'serve-time', '--port', String(port), '--bind', '127.0.0.1', '--clock-error', '10ms', '--status-interval', '0.2'], { stdio: ['ignore', 'pipe', 'pipe'] });

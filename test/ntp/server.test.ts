@@ -68,6 +68,20 @@ describe('ntp/server: serving the Timescale to real clients', function () {
     }
   });
 
+  it('an error bound over 1 s (MAXDIST) is served as leap 3 with the reason; just under it, as synchronized', async () => {
+    for (const [errorBoundNs, leap] of [[1_100_000_000, 3], [900_000_000, 0]] as const) {
+      const { server, port } = await startServer({ timescale: new Timescale(realClock(), { trustRawClock: { errorBoundNs } }) });
+      try {
+        const packet = decodePacket((await exchange(port, [encodePacket(clientRequest())]))[0]!);
+        expect(packet.leap, `bound ${errorBoundNs} ns`).to.equal(leap);
+        if (leap === 3) expect(server.reference().unsynchronizedReason).to.match(/error bound 1\.100 s exceeds 1 s/);
+        else expect(packet.rootDelaySeconds / 2 + packet.rootDispersionSeconds).to.be.at.least(0.9 - 2 / 65536); // 16.16 fixed point
+      } finally {
+        await server.stop();
+      }
+    }
+  });
+
   it('takes stratum, refid and root delay from its upstream', async () => {
     const refId = asciiRefId('GPS');
     const { server, port } = await startServer({

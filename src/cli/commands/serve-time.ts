@@ -18,8 +18,8 @@ import { openServedClock } from '../served-clock.js';
  * The error we declare for the system clock when we serve it (no --upstream)
  * and no local chronyd tells us better: a hub whose clock is kept by chrony or
  * systemd-timesyncd from internet servers is typically within a few ms of UTC.
- * We cannot ask the kernel from Node (adjtimex), so this is a stated
- * assumption; --clock-error overrides it.
+ * The kernel's flag (timedatectl) says only whether it is synchronized, not
+ * how well, so this is a stated assumption; --clock-error overrides it.
  */
 export const DEFAULT_SYSTEM_CLOCK_ERROR_NS = 10_000_000n;
 const DEFAULT_STATUS_INTERVAL_SECONDS = 10;
@@ -51,7 +51,9 @@ with this machine's time.
   --clock-error D     error bound declared for the system clock (default: the local
                       chronyd's root distance + offset if it answers, else 10ms),
                       e.g. 500us for a hub disciplined from a LAN server.
-                      Giving --local-stratum or --clock-error stops asking chronyd.
+                      Giving --local-stratum or --clock-error stops asking chronyd
+                      and the kernel (timedatectl) whether the clock is synchronized;
+                      a clock that reads earlier than 2026 is never served as such.
   --rate N            requests per second per client address (default ${DEFAULT_RATE_PER_SECOND}); over it
   --burst N           ... after a burst of N (default ${DEFAULT_BURST}) a KoD RATE, then silence
   --status-interval S print a status line every S seconds (default ${DEFAULT_STATUS_INTERVAL_SECONDS}; 0: never)
@@ -165,8 +167,9 @@ export const command: Command = {
       : system!.chrony
         ? `system clock (local chronyd: stratum ${system!.chrony.stratum}, ${system!.chrony.leap})`
         : `system clock (declared error ±${formatSeconds(Number(clockErrorNs) / 1e9)})`;
+    const untrusted = system?.untrustedReason();
     const where = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
-    out('listening', `lockstep serve-time: serving ${source} on ${where}`, {
+    out('listening', `lockstep serve-time: serving ${source} on ${where}${untrusted ? ` (unsynchronized for now: ${untrusted})` : ''}`, {
       address: bound.address,
       port: bound.port,
       source: client ? 'upstream' : system!.chrony ? 'system+chronyd' : 'system',
@@ -190,12 +193,13 @@ export const command: Command = {
         `${event === 'stopped' ? 'stopped: ' : ''}served ${stats.served} (${ratePerSecond.toFixed(1)}/s), ` +
         `rate-limited ${stats.rateLimited}, denied ${stats.denied}, malformed ${stats.malformed}, auth-failed ${stats.authFailed} | ` +
         (ref.leap === 3
-          ? 'unsynchronized (leap 3)'
+          ? `unsynchronized (leap 3): ${ref.unsynchronizedReason ?? 'unknown reason'}`
           : `stratum ${ref.stratum} refid ${formatRefId(ref.refId, ref.stratum)} error ±${formatSeconds(ref.errorBoundSeconds)}`);
       out(event, human, {
         ...stats,
         requestsPerSecond: Number(ratePerSecond.toFixed(1)),
         leap: ref.leap,
+        ...(ref.unsynchronizedReason !== undefined ? { unsynchronizedReason: ref.unsynchronizedReason } : {}),
         stratum: ref.stratum,
         refId: formatRefId(ref.refId, ref.stratum),
         errorBoundSeconds: Number.isFinite(ref.errorBoundSeconds) ? ref.errorBoundSeconds : null,
