@@ -6,9 +6,12 @@ import { join } from 'node:path';
 import { CLI_PATH, runCli } from '../support/cli.js';
 import { track, untrack } from '../support/processes.js';
 import { freeUdpPort } from '../support/ports.js';
-import { have } from '../support/ntp-clients.js';
+import { have, chronydQuery } from '../support/ntp-clients.js';
+import { haveChronyd } from '../support/chronyd.js';
 import { exchange, clientRequest, startServer } from '../support/ntp-server.js';
-import { decodePacket, encodePacket } from '../../src/ntp/packet.js';
+import { decodePacket, encodePacket, asciiRefId } from '../../src/ntp/packet.js';
+import { appendMac, parseKeyFile } from '../../src/ntp/auth.js';
+import { networkInterfaces } from 'node:os';
 import { NtpClient } from '../../src/ntp/client.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { SimulatedClock } from '../../src/time/clock.js';
@@ -160,6 +163,63 @@ describe('lockstep serve-time', function () {
     if (child.pid) untrack(child.pid);
     expect(out).to.match(/serving system clock \(declared error ±10\.000 ms\) on 127\.0\.0\.1:\d+/);
     expect(out).to.match(/served 0 \(0\.0\/s\), rate-limited 0, denied 0, malformed 0, auth-failed 0 \| stratum 10 refid 127\.127\.1\.1 error ±10\.0\d\d ms/);
+  });
+
+  it('--keys with --require-auth: chronyd -Q with the key gets signed time; unsigned requests get nothing', async function () {
+    if (!haveChronyd()) this.skip();
+    const keyLines = ['2 AES128 HEX:2b7e151628aed2a6abf7158809cf4f3c'];
+    const dir = mkdtempSync(join(tmpdir(), 'lockstep-serve-'));
+    writeFileSync(join(dir, 'keys'), keyLines.join('\n') + '\n', { mode: 0o600 });
+    const port = await freeUdpPort();
+    const running = await serveTime(['--port', String(port), '--bind', '127.0.0.1', '--keys', join(dir, 'keys'), '--require-auth', '--status-interval', '0']);
+    try {
+      expect(running.lines()[0]).to.deep.include({ keys: [2] });
+      const signed = appendMac(encodePacket(clientRequest()), parseKeyFile(keyLines.join('\n')).get(2)!);
+      const [reply] = await exchange(port, [signed]);
+      expect(decodePacket(reply!).mac?.keyId).to.equal(2);
+      expect(await exchange(port, [encodePacket(clientRequest())])).to.have.length(0);
+      const query = await chronydQuery({ port, keyLines, keyId: 2, timeoutSeconds: 10 });
+      expect(query.offsetSeconds, query.output).to.not.equal(undefined);
+    } finally {
+      expect(await running.stop()).to.equal(0);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const stopped = running.lines().at(-1)!;
+    expect(stopped.authFailed).to.equal(1);
+    expect(stopped.authenticated as number).to.be.at.least(2); // ours and chronyd's
+    expect(stopped.authenticated).to.equal(stopped.served);
+  });
+
+  it('--deny-action silent: a client outside --allow gets no reply at all (not even a KoD)', async () => {
+    const port = await freeUdpPort();
+    const running = await serveTime(['--port', String(port), '--bind', '127.0.0.1', '--allow', '127.0.0.1/32', '--deny-action', 'silent', '--status-interval', '0']);
+    expect(await exchange(port, [encodePacket(clientRequest())], { from: '127.0.0.2' })).to.have.length(0);
+    expect(await exchange(port, [encodePacket(clientRequest())])).to.have.length(1);
+    expect(await running.stop()).to.equal(0);
+    expect(running.lines().at(-1)).to.deep.include({ served: 1, denied: 1 });
+  });
+
+  it('--rate 1 --burst 3: three replies to six requests at once, one KoD RATE, the rest dropped', async () => {
+    const port = await freeUdpPort();
+    const running = await serveTime(['--port', String(port), '--bind', '127.0.0.1', '--rate', '1', '--burst', '3', '--status-interval', '0']);
+    const replies = (await exchange(port, Array.from({ length: 6 }, () => encodePacket(clientRequest())))).map((r) => decodePacket(r));
+    expect(await running.stop()).to.equal(0);
+    const timed = replies.filter((p) => p.stratum !== 0);
+    const kods = replies.filter((p) => p.stratum === 0);
+    // The defaults (burst 16) would answer all six: this fails if the flags are not passed through.
+    expect(timed).to.have.length(3);
+    expect(kods.map((p) => p.referenceId)).to.deep.equal([asciiRefId('RATE')]);
+    expect(running.lines().at(-1)).to.deep.include({ served: 3, rateLimited: 3 });
+  });
+
+  it('--bind ::1: serves over IPv6 and says where it listens', async function () {
+    if (!Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address === '::1'))) this.skip();
+    const port = await freeUdpPort();
+    const running = await serveTime(['--port', String(port), '--bind', '::1', '--status-interval', '0']);
+    const [reply] = await exchange(port, [encodePacket(clientRequest())], { host: '::1' });
+    expect(await running.stop()).to.equal(0);
+    expect(decodePacket(reply!)).to.deep.include({ mode: 4, leap: 0 });
+    expect(running.lines()[0]).to.deep.include({ event: 'listening', address: '::1', port });
   });
 
   it('our own NtpClient synchronizes to our server (a simulated raw clock 3 s off, 40 ppm fast)', async () => {
