@@ -8,7 +8,11 @@
  * requests that got no reply (drops), so the load never stalls and never runs
  * away. Open loop (RATE > 0): RATE requests per second, paced every
  * millisecond whatever the replies. Bounded in time (SECONDS) and in count
- * (MAX_REQUESTS). Prints one JSON line: { sent, received, valid, seconds }.
+ * (MAX_REQUESTS). Prints one JSON line: { sent, received, valid, seconds,
+ * sendingSeconds }: `seconds` is the whole run, `sendingSeconds` the window the
+ * requests were sent in (from the first pacing origin to the last send), which
+ * is what a rate of replies must be divided by: each valid reply answers a
+ * request sent in it. Paced, that window holds exactly RATE × window requests.
  */
 import { createSocket } from 'node:dgram';
 
@@ -33,6 +37,10 @@ let valid = 0;
 let inFlight = 0;
 let running = true;
 const start = process.hrtime.bigint();
+/** Set once the socket is bound: the pacing origin, and where the sending window starts. */
+let sendStart = start;
+/** The last instant up to which everything due has been sent (paced), or when sending stopped (closed loop). */
+let sendEnd = start;
 let lastProgress = 0;
 
 function sendOne(): void {
@@ -59,10 +67,14 @@ socket.bind(0, () => {
     /* kernel limit */
   }
   let refill: NodeJS.Timeout;
+  sendStart = process.hrtime.bigint();
   if (rate > 0) {
     refill = setInterval(() => {
-      const due = Math.floor((rate * Number(process.hrtime.bigint() - start)) / 1e9);
+      const now = process.hrtime.bigint();
+      const due = Math.floor((rate * Number(now - sendStart)) / 1e9);
       for (let n = 0; sent < due && n < MAX_PER_TICK; n++) sendOne();
+      // Behind schedule (capped tick), the window ends where we last caught up: the rate shows the lag.
+      if (sent >= due) sendEnd = now;
     }, 1);
   } else {
     for (let i = 0; i < window; i++) sendOne();
@@ -75,10 +87,13 @@ socket.bind(0, () => {
   setTimeout(() => {
     running = false;
     clearInterval(refill);
-    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const stopped = process.hrtime.bigint();
+    if (rate === 0) sendEnd = stopped;
+    const seconds = Number(stopped - start) / 1e9;
+    const sendingSeconds = Number(sendEnd - sendStart) / 1e9;
     // Let the last replies land before reporting.
     setTimeout(() => {
-      process.stdout.write(JSON.stringify({ sent, received, valid, seconds }) + '\n');
+      process.stdout.write(JSON.stringify({ sent, received, valid, seconds, sendingSeconds }) + '\n');
       socket.close();
     }, 100);
   }, durationMs);

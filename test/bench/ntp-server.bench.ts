@@ -28,6 +28,8 @@ interface LoadResult {
   received: number;
   valid: number;
   seconds: number;
+  /** The window the requests were sent in (see ntp-loadgen.ts): replies per second are counted over it. */
+  sendingSeconds: number;
 }
 
 /** window: closed loop with that many in flight; rate > 0: open loop at that many requests per second. */
@@ -79,8 +81,10 @@ export async function run(): Promise<unknown> {
       rows.push({
         phase: rate > 0 ? `paced ${rate}/s` : 'closed loop',
         window: rate > 0 ? '-' : window,
-        requestsPerSecond: Math.round(load.received / load.seconds),
-        answered: `${((100 * load.received) / Math.max(1, load.sent)).toFixed(1)} %`,
+        // Valid replies (not just any datagram back) over the window their requests were sent in.
+        requestsPerSecond: Math.round(load.valid / load.sendingSeconds),
+        offeredPerSecond: Math.round(load.sent / load.sendingSeconds),
+        answered: `${((100 * load.valid) / Math.max(1, load.sent)).toFixed(1)} %`,
         served: after.served - before.served,
         sent: load.sent,
         received: load.received,
@@ -97,11 +101,11 @@ export async function run(): Promise<unknown> {
   console.log('NTP server on loopback; load from a second process: paced (open loop) or closed loop with a bounded window in flight');
   console.log(`machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} (anything else running makes the figures noisier)`);
   console.log('');
-  console.log('| phase | window | requests/s | answered | chronyd -Q offset | rx latency comp. | tx latency comp. |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  console.log('| phase | window | offered/s | valid replies/s | answered | chronyd -Q offset | rx latency comp. | tx latency comp. |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(
-      `| ${r.phase} | ${r.window} | ${r.requestsPerSecond} | ${r.answered} | ${us(r.chronydOffsetSeconds as number | undefined)} | ${us(r.receiveLatencySeconds as number | undefined)} | ${us(r.sendLatencySeconds as number | undefined)} |`,
+      `| ${r.phase} | ${r.window} | ${r.offeredPerSecond ?? '-'} | ${r.requestsPerSecond} | ${r.answered} | ${us(r.chronydOffsetSeconds as number | undefined)} | ${us(r.receiveLatencySeconds as number | undefined)} | ${us(r.sendLatencySeconds as number | undefined)} |`,
     );
   }
   const loadRows = rows.filter((r) => r.phase !== 'idle');
