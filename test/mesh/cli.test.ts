@@ -70,3 +70,28 @@ describe('mesh CLI: lockstep hub, node and trigger together', function () {
     expect(row).to.include({ ack: 'rejected', reason: 'bad-signature', detail: 'unsigned, and this node requires a signature', fires: 0 });
   });
 });
+
+describe('mesh CLI: bad input', function () {
+  this.timeout(30_000);
+  const dir = mkdtempSync(join(tmpdir(), 'lockstep-cli-bad-'));
+  const twoKeys = join(dir, 'ntp-keys');
+  writeFileSync(twoKeys, `1 SHA1 HEX:${'ab'.repeat(20)}\n2 SHA1 HEX:${'cd'.repeat(20)}\n`);
+  const cases: [string[], RegExp][] = [
+    [['node', '--broker', 'mqtt://127.0.0.1:1', '--system-clock'], /--id is required/],
+    [['node', '--id', 'a/b', '--broker', 'mqtt://127.0.0.1:1', '--system-clock'], /node id 'a\/b' must be/],
+    [['node', '--id', 'a', '--broker', 'ftp://x', '--system-clock'], /must look like mqtt:\/\/HOST:PORT/],
+    [['node', '--id', 'a', '--broker', 'mqtt://127.0.0.1:1'], /give --ntp HOST\[:PORT\] \(the hub\) or --system-clock/],
+    // An NTP keyfile with several keys and no --ntp-key-id must not silently authenticate nothing.
+    [['node', '--id', 'a', '--broker', 'mqtt://127.0.0.1:1', '--ntp', '127.0.0.1:9', '--ntp-keys', twoKeys], /holds 2 keys \(1, 2\): choose one with --ntp-key-id N/],
+    [['trigger', 'explode', '--broker', 'mqtt://127.0.0.1:1'], /unknown action 'explode'/],
+    [['trigger', 'blink', '--line', '17', '--in', 'soon', '--broker', 'mqtt://127.0.0.1:1'], /--in: not a duration/],
+    [['hub', '--broker', 'mqtt://127.0.0.1:1', '--ntp-port', '99999'], /--ntp-port takes an integer from 1 to 65535/],
+  ];
+  for (const [args, message] of cases) {
+    it(`lockstep ${args.join(' ')}: exit 2, ${message.source}`, async () => {
+      const r = await runCli(args, { timeoutMs: 15_000 });
+      expect(r.code, r.stderr).to.equal(2);
+      expect(r.stderr).to.match(message);
+    });
+  }
+});

@@ -29,7 +29,7 @@ broker, acks them, fires them at the instant, reports each fire.
   --id ID                this node's name (letters, digits, . _ -); also its MQTT user name in an ACL
   --ntp HOST[:PORT]      NTP server(s) to sync to (usually the hub); repeatable
   --ntp-keys FILE        NTP symmetric keys (chrony's keyfile format), for an authenticated hub
-  --ntp-key-id N         authenticate the NTP servers with this key
+  --ntp-key-id N         authenticate the NTP servers with this key (default: the keyfile's only key)
   --system-clock         trust the system clock instead (chrony already runs here)
   --system-error DUR     error bound claimed for the system clock (default 500us; chrony's 'chronyc tracking' tells)
   --min-poll SECONDS     NTP poll interval once started (default 1)
@@ -126,6 +126,7 @@ export const command: Command = {
         keysPath: values['ntp-keys'],
         keyId: values['ntp-key-id'] === undefined ? undefined : numberOption('ntp-key-id', values['ntp-key-id'], { min: 1, max: 2 ** 32 - 1, integer: true }),
         resolve: false,
+        keysMeanAuth: { keyIdFlag: '--ntp-key-id' },
       });
       client = new NtpClient({
         servers,
