@@ -139,10 +139,13 @@ export class SysfsGpio implements Actuator {
     const dir = join(this.root, `gpio${number}`);
     await this.export(number, dir);
     const activeLow = this.options.activeLow ? '1' : '0';
-    // "low" makes it an output that starts inactive, with no glitch to high.
+    // The kernel's "low"/"high" set the RAW level with the switch to output
+    // (gpiod_direction_output_raw, ignoring active_low), so inactive is "high"
+    // when active-low: the line starts off, with no flash before the first fire().
+    const direction = this.options.activeLow ? 'high' : 'low';
     await this.retryWhileSettling(() => {
       if (existsSync(join(dir, 'active_low'))) writeFileSync(join(dir, 'active_low'), activeLow);
-      writeFileSync(join(dir, 'direction'), 'low');
+      writeFileSync(join(dir, 'direction'), direction);
       this.fd = openSync(join(dir, 'value'), 'r+');
     }, number);
     for (let i = 0; i < WARM_UP_FIRES; i++) this.fire(0n, { level: 0 });

@@ -72,13 +72,15 @@ describe('GPIO through sysfs', () => {
     await gpio.release(); // idempotent
   });
 
-  it('numbers from a Pi 5 (rp1 base 571) and honours active-low', async () => {
+  it('numbers from a Pi 5 (rp1 base 571) and honours active-low, starting the line at raw high (off)', async () => {
     sysfs.addChip('gpiochip512', 512, 8, 'raspberrypi-exp-gpio');
     sysfs.addChip('gpiochip571', 571, 54, 'pinctrl-rp1');
     const dir = sysfs.addLine(588);
     const gpio = new SysfsGpio({ line: 'GPIO17', root: sysfs.root, activeLow: true });
     await gpio.prepare();
     expect(readFileSync(join(dir, 'active_low'), 'utf8')).to.equal('1');
+    // direction's high/low are raw levels: raw high is logical 0, the LED off from the start.
+    expect(readFileSync(join(dir, 'direction'), 'utf8')).to.equal('high');
     gpio.fire(0n, { level: 1 });
     await gpio.release();
     expect(readFileSync(join(dir, 'value'), 'utf8')).to.equal('0'.repeat(WARM_UP_FIRES) + '10');
