@@ -9,7 +9,9 @@
  * plain write(2) on a file descriptor (a couple of µs), not a trip through
  * the Writable machinery (tens of µs, more when it decides to queue).
  *
- * libgpiod v1 tools (Debian bookworm's 1.6) have no interactive mode:
+ * libgpiod v1 tools (Debian bookworm's 1.6) have no interactive mode, and a
+ * libgpiod 2 built without --enable-gpioset-interactive has none either (its
+ * --help then lists no --interactive, and -i is an "invalid option"):
  * detectGpiosetVersion() tells, and the factory falls back to sysfs or says
  * what to install.
  */
@@ -35,21 +37,40 @@ const MAX_UNACKED = 1000;
 export const GPIOD_V2_HINT =
   'gpioset -i needs libgpiod 2 tools: Debian trixie / Ubuntu 24.04+: sudo apt install gpiod; ' +
   'on bookworm: the gpiod package from bookworm-backports if available, or build libgpiod 2 — or use --driver sysfs';
+export const GPIOSET_INTERACTIVE_HINT =
+  'build libgpiod 2 with interactive mode (./configure --enable-tools --enable-gpioset-interactive, needs libedit), or use --driver sysfs';
 
 export interface GpiosetVersion {
   path: string;
   major: number;
   version: string;
+  /** Whether its --help lists --interactive (libgpiod 2 can be built without it). */
+  interactive: boolean;
 }
 
-/** Finds gpioset on PATH and reads its version ("gpioset (libgpiod) v2.1.3"). */
+/** Finds gpioset on PATH, reads its version ("gpioset (libgpiod) v2.1.3") and whether it has -i. */
 export async function detectGpiosetVersion(pathEnv?: string): Promise<GpiosetVersion> {
   const path = findExecutable('gpioset', pathEnv);
   if (!path) throw new ActuatorUnavailable('missing-binary', 'gpioset is not installed', 'install the libgpiod tools: sudo apt install gpiod (version 2 for --driver gpiod)');
   const result = await probe(path, ['--version']);
   const match = /v?(\d+)\.(\d+)(?:\.(\d+))?/.exec(result.stdout + result.stderr);
   if (!match) throw new ActuatorUnavailable('unsupported', `cannot tell the version of ${path} (it printed: ${(result.stdout + result.stderr).trim().slice(0, 120) || 'nothing'})`, GPIOD_V2_HINT);
-  return { path, major: Number(match[1]), version: match[0].replace(/^v/, '') };
+  const major = Number(match[1]);
+  let interactive = false;
+  if (major >= 2) {
+    const help = await probe(path, ['--help']);
+    const text = help.stdout + help.stderr;
+    // A help we could not read proves nothing: let the start itself tell (classifyGpiosetFailure).
+    interactive = text.trim() === '' || /--interactive\b/.test(text);
+  }
+  return { path, major, version: match[0].replace(/^v/, ''), interactive };
+}
+
+/** Why this gpioset cannot be kept running for --driver gpiod (and what to do), or undefined when it can. */
+export function gpiosetUnusable(version: GpiosetVersion): { reason: string; hint: string } | undefined {
+  if (version.major < 2) return { reason: `${version.path} is libgpiod ${version.version}, which has no interactive mode (gpioset -i)`, hint: GPIOD_V2_HINT };
+  if (!version.interactive) return { reason: `${version.path} is libgpiod ${version.version} built without interactive mode (gpioset -i)`, hint: GPIOSET_INTERACTIVE_HINT };
+  return undefined;
 }
 
 export interface GpiodOptions {
@@ -75,11 +96,12 @@ export function classifyGpiosetFailure(output: string, lineId: string): Actuator
   const text = output.trim();
   if (/permission denied|operation not permitted/i.test(text)) return new ActuatorUnavailable('permission', `gpioset may not open the GPIO chip (${text})`, GPIO_GROUP_HINT);
   if (/busy/i.test(text)) return new ActuatorUnavailable('busy', `line ${lineId} is held by another process or driver (${text})`, 'find the holder with gpioinfo and stop it');
+  // Before the line check: getopt's "invalid option -- 'i'" is about the build, not the line.
+  if (/unrecognized option|invalid option|unknown option/i.test(text)) {
+    return new ActuatorUnavailable('unsupported', `this gpioset has no interactive mode (${text})`, `${GPIOSET_INTERACTIVE_HINT}; libgpiod 1.x: ${GPIOD_V2_HINT}`);
+  }
   if (/cannot find line|not find|no such|invalid|not found|out of range/i.test(text)) {
     return new ActuatorUnavailable('unknown-device', `gpioset cannot find line ${lineId} (${text})`, 'list the lines with gpioinfo; give a name it shows (GPIO17) or --chip with an offset');
-  }
-  if (/unrecognized option|invalid option|unknown option/i.test(text)) {
-    return new ActuatorUnavailable('unsupported', `this gpioset has no interactive mode (${text})`, GPIOD_V2_HINT);
   }
   return new ActuatorFailed(`gpioset exited: ${text || 'without a message'}`);
 }
@@ -115,9 +137,8 @@ export class GpiodGpio implements Actuator {
   async prepare(): Promise<void> {
     if (this.child) return;
     const version = await detectGpiosetVersion(this.options.pathEnv);
-    if (version.major < 2) {
-      throw new ActuatorUnavailable('unsupported', `${version.path} is libgpiod ${version.version}, which has no interactive mode (gpioset -i)`, GPIOD_V2_HINT);
-    }
+    const unusable = gpiosetUnusable(version);
+    if (unusable) throw new ActuatorUnavailable('unsupported', unusable.reason, unusable.hint);
     const args = ['-i', '-C', this.options.consumer ?? 'lockstep'];
     if (this.options.activeLow) args.push('-l');
     if (this.options.chip !== undefined) args.push('-c', this.options.chip);

@@ -13,7 +13,7 @@ import { ActuatorUnavailable, type Actuator } from '../src/schedule/actuator.js'
 import type { ActionSpec } from '../src/schedule/actions.js';
 import { CameraActuator } from './camera.js';
 import { CommandActuator } from './command.js';
-import { detectGpiosetVersion, GpiodGpio, GPIOD_V2_HINT } from './gpiod.js';
+import { detectGpiosetVersion, GpiodGpio, gpiosetUnusable, GPIOD_V2_HINT } from './gpiod.js';
 import { SimulatedRecorder, type SimOptions } from './sim.js';
 import { DEFAULT_SYSFS_ROOT, SysfsGpio } from './sysfs-gpio.js';
 
@@ -60,10 +60,12 @@ async function gpioActuator(line: number | string, options: HardwareOptions): Pr
   const gpiod = () => new GpiodGpio({ line, chip: options.chip, activeLow: options.activeLow, consumer: options.consumer, pathEnv: options.pathEnv });
   if (driver === 'sysfs') return sysfs();
   let why: string;
+  let hint = GPIOD_V2_HINT;
   try {
     const version = await detectGpiosetVersion(options.pathEnv);
-    if (version.major >= 2) return gpiod();
-    why = `${version.path} is libgpiod ${version.version}, which has no interactive mode (gpioset -i)`;
+    const unusable = gpiosetUnusable(version);
+    if (!unusable) return gpiod();
+    ({ reason: why, hint } = unusable);
   } catch (error) {
     if (!(error instanceof ActuatorUnavailable)) throw error;
     why = error.message;
@@ -72,7 +74,7 @@ async function gpioActuator(line: number | string, options: HardwareOptions): Pr
     options.notice?.(`${why}: using sysfs (${sysfsRoot}) instead`);
     return sysfs();
   }
-  throw new ActuatorUnavailable('unsupported', `no usable GPIO driver: ${why}, and there is no sysfs GPIO at ${sysfsRoot}`, GPIOD_V2_HINT.replace(/ — or use --driver sysfs$/, ''));
+  throw new ActuatorUnavailable('unsupported', `no usable GPIO driver: ${why}, and there is no sysfs GPIO at ${sysfsRoot}`, hint.replace(/,? (— )?or use --driver sysfs$/, ''));
 }
 
 /** Constructs the actuator for an action without preparing it. */

@@ -142,6 +142,12 @@ describe('lockstep fire (CLI)', function () {
         message: /libgpiod 1\.6\.3, which has no interactive mode.*apt install gpiod/,
       },
       {
+        name: 'libgpiod 2 built without interactive mode and no sysfs',
+        args: ['fire', 'blink', '--line', '17', '--at', '+5s', '--sysfs-root', '/nonexistent'],
+        env: () => standins.env({ STANDIN_GPIOSET_INTERACTIVE: '0' }),
+        message: /libgpiod 2\.1\.3 built without interactive mode.*no sysfs GPIO at \/nonexistent.*--enable-gpioset-interactive/,
+      },
+      {
         name: 'unknown line',
         args: ['fire', 'blink', '--line', 'GPIO99', '--at', '+5s', '--driver', 'gpiod'],
         env: () => standins.env(),

@@ -9,7 +9,7 @@ import { Scheduler } from '../../src/schedule/scheduler.js';
 import { scheduleAction } from '../../src/schedule/actions.js';
 import { ActuatorUnavailable } from '../../src/schedule/actuator.js';
 import { SysfsGpio, listSysfsChips, pickSysfsChip, lineOffset, WARM_UP_FIRES } from '../../hardware/sysfs-gpio.js';
-import { GpiodGpio, detectGpiosetVersion, gpiosetLineId } from '../../hardware/gpiod.js';
+import { GpiodGpio, classifyGpiosetFailure, detectGpiosetVersion, gpiosetLineId } from '../../hardware/gpiod.js';
 import { buildActuator, createActuator } from '../../hardware/index.js';
 import { makeFakeSysfs, makeStandIns, type FakeSysfs, type StandIns } from './standins.js';
 import { track, untrack, waitFor } from '../support/processes.js';
@@ -141,7 +141,7 @@ describe('GPIO through gpioset -i (stand-in)', () => {
 
   it('reads the version and names lines the way gpioset does', async () => {
     const v = await detectGpiosetVersion(standins.path);
-    expect(v).to.include({ major: 2, version: '2.1.3' });
+    expect(v).to.include({ major: 2, version: '2.1.3', interactive: true });
     expect(gpiosetLineId(17)).to.equal('GPIO17');
     expect(gpiosetLineId(17, 'gpiochip0')).to.equal('17');
     expect(gpiosetLineId('GPIO4')).to.equal('GPIO4');
@@ -189,6 +189,22 @@ describe('GPIO through gpioset -i (stand-in)', () => {
     }
   });
 
+  it('a libgpiod 2 gpioset built without interactive mode: told before starting it, and its "invalid option" is not an unknown line', async () => {
+    process.env.STANDIN_GPIOSET_INTERACTIVE = '0';
+    try {
+      expect(await detectGpiosetVersion(standins.path)).to.include({ major: 2, interactive: false });
+      await expectUnavailable(new GpiodGpio({ line: 17, pathEnv: standins.path }).prepare(), 'unsupported', /libgpiod 2\.1\.3 built without interactive mode.*--enable-gpioset-interactive.*--driver sysfs/);
+      expect(standins.gpiosetLog()).to.deep.equal([]); // refused from --help, never started with -i
+    } finally {
+      delete process.env.STANDIN_GPIOSET_INTERACTIVE;
+    }
+    // What it prints if started anyway (a --help we could not read).
+    const failure = classifyGpiosetFailure("gpioset: invalid option -- 'i'\ngpioset: try gpioset --help", 'GPIO17');
+    expect(failure).to.be.instanceOf(ActuatorUnavailable);
+    expect((failure as ActuatorUnavailable).kind).to.equal('unsupported');
+    expect(failure.message).to.match(/no interactive mode.*--enable-gpioset-interactive.*--driver sysfs/s);
+  });
+
   it('the factory falls back from libgpiod 1.6 to sysfs, and says so; without sysfs it says what to install', async () => {
     const sysfs = makeFakeSysfs();
     process.env.STANDIN_GPIOSET_VERSION = '1.6.3';
@@ -208,6 +224,26 @@ describe('GPIO through gpioset -i (stand-in)', () => {
     }
     const auto = await buildActuator({ kind: 'blink', line: 17, onNs: 1e8, periodNs: 1e9, count: 1 }, { pathEnv: standins.path });
     expect(auto).to.be.instanceOf(GpiodGpio);
+  });
+
+  it('auto falls back to sysfs from a libgpiod 2 gpioset built without interactive mode, as from 1.6', async () => {
+    const sysfs = makeFakeSysfs();
+    process.env.STANDIN_GPIOSET_INTERACTIVE = '0';
+    try {
+      sysfs.addChip('gpiochip512', 512, 58, 'pinctrl-bcm2711');
+      sysfs.addLine(529);
+      const notices: string[] = [];
+      const action = { kind: 'blink', line: 17, onNs: 1e8, periodNs: 1e9, count: 1 } as const;
+      const actuator = await createActuator(action, { pathEnv: standins.path, sysfsRoot: sysfs.root, notice: (m) => notices.push(m) });
+      expect(actuator).to.be.instanceOf(SysfsGpio);
+      expect(notices[0]).to.match(/libgpiod 2\.1\.3 built without interactive mode.*using sysfs/);
+      await actuator.release();
+      const error = await expectUnavailable(buildActuator(action, { pathEnv: standins.path, sysfsRoot: join(sysfs.root, 'none') }), 'unsupported', /no usable GPIO driver.*built without interactive mode.*no sysfs GPIO.*--enable-gpioset-interactive/);
+      expect(error.message).to.not.match(/or use --driver sysfs/); // there is no sysfs to use
+    } finally {
+      delete process.env.STANDIN_GPIOSET_INTERACTIVE;
+      sysfs.cleanup();
+    }
   });
 
   it('fires each scheduled edge at its instant (stamped by the stand-in on reading stdin)', async () => {

@@ -1,7 +1,8 @@
 /**
  * Stand-ins for the programs the hardware drivers keep running, written into
  * a temporary directory the tests put first on PATH: `gpioset` (libgpiod 2's
- * interactive mode, or a v1 that lacks it) and `rpicam-still` (signal mode).
+ * interactive mode, a libgpiod 2 built without it, or a v1 that lacks it) and
+ * `rpicam-still` (signal mode).
  * They behave like the real ones where the drivers depend on it (the
  * "gpioset> " prompt after each command, SIGUSR1 captures into the -o
  * pattern's frame counter, SIGUSR2 exits) and append what they received to a
@@ -23,11 +24,18 @@ const note = (entry) => fs.appendFileSync(log, JSON.stringify({ t: process.hrtim
 const argv = process.argv.slice(2);
 const version = process.env.STANDIN_GPIOSET_VERSION || '2.1.3';
 if (argv[0] === '--version') { console.log('gpioset (libgpiod) v' + version); process.exit(0); }
+// libgpiod 2 lists (and accepts) -i only when built with --enable-gpioset-interactive.
+const interactive = !version.startsWith('1.') && process.env.STANDIN_GPIOSET_INTERACTIVE !== '0';
+if (argv[0] === '--help') {
+  console.log('Usage: gpioset [OPTIONS] <line=value>...\n  -c, --chip <chip>\trestrict scope to a particular chip\n  -h, --help\t\tdisplay this help and exit' +
+    (interactive ? '\n  -i, --interactive\tset the lines then wait for additional set commands' : '') + '\n  -l, --active-low\ttreat the line as active low');
+  process.exit(0);
+}
 note({ argv });
 const fail = process.env.STANDIN_GPIOSET_FAIL;
 if (fail === 'permission') { console.error("gpioset: unable to open chip '/dev/gpiochip0': Permission denied"); process.exit(1); }
 if (fail === 'busy') { console.error("gpioset: unable to request lines on chip '/dev/gpiochip0': Device or resource busy"); process.exit(1); }
-if (version.startsWith('1.') && argv.includes('-i')) { console.error("gpioset: invalid option -- 'i'"); process.exit(1); }
+if (!interactive && argv.includes('-i')) { console.error("gpioset: invalid option -- 'i'"); if (!version.startsWith('1.')) console.error('gpioset: try gpioset --help'); process.exit(1); }
 const known = (id) => /^GPIO([0-9]|1[0-9]|2[0-7])$/.test(id) || /^([0-9]|[1-4][0-9]|5[0-3])$/.test(id);
 const lineArgs = argv.filter((a) => a.includes('='));
 for (const a of lineArgs) {
