@@ -10,8 +10,10 @@
  *
  * The file rpicam-still writes (a staging name with its frame counter) is
  * renamed after the trigger and the node: <name>-<node>-<index>.jpg.
- * Some versions exit after a capture: the process is restarted, and a
- * capture signalled while it restarts fails loudly.
+ * Some versions exit after a capture: the process is restarted at once. One
+ * that exits without a capture, or fails to restart, is retried with backoff
+ * up to a limit, then given up on; a capture signalled while it is not
+ * running fails loudly with the reason.
  *
  * The lead (--lead-ms) is the calibrated delay from signal to exposure
  * (rpicam-still looks at signals once per viewfinder frame, plus the
@@ -33,8 +35,21 @@ export const DEFAULT_WARMUP_MS = 1500;
 /** How long after a capture we wait for the file to appear and settle before giving up on renaming it. */
 const FILE_WAIT_MS = 10_000;
 const FILE_POLL_MS = 50;
-/** A process that dies within this long of starting is a setup problem, not a crash to restart from. */
-const EARLY_EXIT_MS = 30_000;
+/**
+ * After an exit without a capture (or a failed restart) the next start waits
+ * this long, doubling each time up to MAX_RESTART_BACKOFF_MS: a camera held
+ * for a moment by another program gets time to be freed, a crash loop does
+ * not spin.
+ */
+export const DEFAULT_RESTART_BACKOFF_MS = 1000;
+const MAX_RESTART_BACKOFF_MS = 8000;
+/**
+ * Failed restarts in a row (exited without a capture, or did not start)
+ * before we give up, after 1+2+4+8+8 s of trying: enough for a transient,
+ * short enough that a broken setup is reported within half a minute instead
+ * of retried forever.
+ */
+export const DEFAULT_RESTART_LIMIT = 5;
 
 export interface CameraOptions {
   outDir: string;
@@ -53,6 +68,10 @@ export interface CameraOptions {
   extension?: string;
   /** Rename each capture after its trigger and node (default true); false leaves rpicam-still's names (benchmarks). */
   nameFiles?: boolean;
+  /** First wait before restarting a camera that exited without a capture, ms (doubles each time). */
+  restartBackoffMs?: number;
+  /** Failed restarts in a row before giving up. */
+  restartLimit?: number;
 }
 
 interface PendingCapture {
@@ -94,7 +113,6 @@ export class CameraActuator implements Actuator {
   private capturesThisGeneration = 0;
   private output = '';
   private released = true;
-  private startedAtMs = 0;
   /** Between start and the end of warm-up: a SIGUSR1 now could arrive before rpicam-still handles it, and kill it. */
   private warming = false;
   private stopping = false;
@@ -103,6 +121,15 @@ export class CameraActuator implements Actuator {
   readonly files: string[] = [];
   /** How many times the process was restarted after exiting. */
   restarts = 0;
+  /** Restarts in a row that ended (or failed) without a capture. */
+  private failedRestarts = 0;
+  /** Whether the current process is a restart (not prepare()'s first start). */
+  private isRestart = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** How the last process ended, or why the last restart failed. */
+  private lastExit = '';
+  /** Set when restarting was given up: why the camera is not running. */
+  private deadReason: string | undefined;
   /** Called with everything the camera program prints (stdout and stderr). */
   onOutput: ((chunk: string) => void) | undefined;
 
@@ -139,7 +166,15 @@ export class CameraActuator implements Actuator {
       throw error;
     }
     this.released = false;
-    await this.start();
+    this.deadReason = undefined;
+    this.failedRestarts = 0;
+    this.isRestart = false;
+    try {
+      await this.start();
+    } catch (error) {
+      this.released = true;
+      throw error;
+    }
     // Signal 0 checks the process exists and delivers nothing: it runs process.kill()'s code once before the instant.
     for (let i = 0; i < 3; i++) if (this.child?.pid !== undefined) process.kill(this.child.pid, 0);
   }
@@ -157,26 +192,27 @@ export class CameraActuator implements Actuator {
     const onProcessExit = () => child.kill('SIGTERM');
     process.once('exit', onProcessExit);
     child.once('exit', () => process.off('exit', onProcessExit));
-    this.startedAtMs = Date.now();
     const collect = (chunk: Buffer) => {
       this.onOutput?.(chunk.toString());
       this.output = (this.output + chunk.toString()).slice(-4096);
     };
     child.stdout!.on('data', collect);
     child.stderr!.on('data', collect);
-    child.once('exit', () => this.onExit(child));
+    // 'close', not 'exit': by then its last words (the reason) have been read from the pipes.
+    child.once('close', () => this.onExit(child));
     const warmupMs = this.options.warmupMs ?? DEFAULT_WARMUP_MS;
     this.warming = true;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        child.off('exit', onEarlyExit);
+        if (child.exitCode !== null || child.signalCode !== null) return; // exited, not yet closed: onEarlyExit rejects
+        child.off('close', onEarlyExit);
         resolve();
       }, warmupMs);
       const onEarlyExit = () => {
         clearTimeout(timer);
         reject(classifyCameraFailure(this.output, this.binaryPath!));
       };
-      child.once('exit', onEarlyExit);
+      child.once('close', onEarlyExit);
       child.once('error', (error) => {
         clearTimeout(timer);
         reject(new ActuatorFailed(`cannot start ${this.binaryPath}: ${error.message}`, error));
@@ -187,8 +223,7 @@ export class CameraActuator implements Actuator {
       },
       (error) => {
         this.warming = false;
-        this.child = undefined;
-        this.released = true;
+        if (this.child === child) this.child = undefined;
         throw error;
       },
     );
@@ -197,11 +232,59 @@ export class CameraActuator implements Actuator {
   /** Restarts a process that exits while we still want it (some versions exit after one capture). */
   private onExit(child: ChildProcess): void {
     if (this.child !== child) return;
+    if (this.warming) return; // start() rejects, and its caller (prepare or a restart) decides
     this.child = undefined;
     if (this.released || this.stopping) return;
-    if (this.capturesThisGeneration === 0 && Date.now() - this.startedAtMs < EARLY_EXIT_MS) return; // a setup failure; prepare() reports it
+    const last = this.output.trim().split('\n').pop();
+    this.lastExit = `exited (${child.exitCode !== null ? `code ${child.exitCode}` : child.signalCode})${last ? `: ${last}` : ''}`;
+    this.scheduleRestart(this.capturesThisGeneration > 0);
+  }
+
+  /**
+   * After a capture: at once, and the count starts over (that version just
+   * exits after each one). Otherwise with backoff, and a restart that ended
+   * this way counts towards the limit.
+   */
+  private scheduleRestart(afterCapture: boolean): void {
+    const limit = this.options.restartLimit ?? DEFAULT_RESTART_LIMIT;
+    if (afterCapture) this.failedRestarts = 0;
+    else if (this.isRestart && ++this.failedRestarts >= limit) {
+      this.deadReason = `gave up after ${limit} failed restart${limit === 1 ? '' : 's'}; last it ${this.lastExit}`;
+      return;
+    }
+    const backoffMs = this.options.restartBackoffMs ?? DEFAULT_RESTART_BACKOFF_MS;
+    const delayMs = afterCapture ? 0 : Math.min(backoffMs * 2 ** this.failedRestarts, MAX_RESTART_BACKOFF_MS);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      void this.restart();
+    }, delayMs);
+  }
+
+  private async restart(): Promise<void> {
+    if (this.released || this.stopping) return;
     this.restarts++;
-    this.start().catch(() => undefined); // the next fire() says it is not running
+    this.isRestart = true;
+    try {
+      await this.start();
+    } catch (error) {
+      if (this.released || this.stopping) return;
+      this.lastExit = `failed to restart: ${(error as Error).message}`;
+      this.scheduleRestart(false);
+    }
+  }
+
+  /** For fire(): why there is no process to signal right now. */
+  private notRunningReason(): string {
+    if (this.deadReason) return this.deadReason;
+    if (this.warming) return 'warming up after a restart';
+    const limit = this.options.restartLimit ?? DEFAULT_RESTART_LIMIT;
+    const retry = this.restartTimer ? `; restarting (${this.failedRestarts} of ${limit} restarts failed so far)` : '';
+    return `it ${this.lastExit || 'exited'}${retry}`;
+  }
+
+  /** Why the camera was given up on (restarts kept failing), or undefined. */
+  get gaveUp(): string | undefined {
+    return this.deadReason;
   }
 
   /** Whether a capture can be signalled right now. */
@@ -213,7 +296,7 @@ export class CameraActuator implements Actuator {
   fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
     if (this.released) throw new ActuatorNotPrepared(this.name);
     const child = this.child;
-    if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not ready (${this.warming ? 'warming up after a restart' : `it exited: ${this.output.trim().split('\n').pop() ?? ''}`})`);
+    if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not running: ${this.notRunningReason()}`);
     const start = monotonicNs();
     try {
       process.kill(child.pid, 'SIGUSR1');
@@ -254,6 +337,8 @@ export class CameraActuator implements Actuator {
   async release(): Promise<void> {
     if (this.released) return;
     this.stopping = true; // no restart while the last files are being named
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
     await Promise.all([...this.pending]);
     this.released = true;
     this.stopping = false;

@@ -7,7 +7,7 @@ import { Timescale } from '../../src/time/timescale.js';
 import { NS_PER_MS } from '../../src/time/units.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
 import { scheduleAction, type ActionFireReport } from '../../src/schedule/actions.js';
-import { ActuatorFailed, ActuatorUnavailable } from '../../src/schedule/actuator.js';
+import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable } from '../../src/schedule/actuator.js';
 import { CameraActuator } from '../../hardware/camera.js';
 import { CommandActuator } from '../../hardware/command.js';
 import { SimulatedRecorder } from '../../hardware/sim.js';
@@ -16,10 +16,32 @@ import { makeStandIns, type StandIns } from './standins.js';
 import { waitFor } from '../support/processes.js';
 
 const TIMING_BOUND_NS = 30n * NS_PER_MS;
-const WARMUP_MS = 150;
+/**
+ * The stand-in is a Node.js script: on this shared, loaded machine it takes up
+ * to ~200 ms to start and install its SIGUSR1 handler, and the warm-up must
+ * cover that (a signal before the handler kills it, as with the real one).
+ */
+const WARMUP_MS = 400;
 
 function realScheduler(): Scheduler {
   return new Scheduler({ timescale: new Timescale(realClock(), { trustRawClock: { errorBoundNs: 1000 } }) });
+}
+
+function fireError(camera: CameraActuator): Error | undefined {
+  try {
+    camera.fire(0n, { tag: 'probe' });
+  } catch (error) {
+    return error as Error;
+  }
+  return undefined;
+}
+
+/** Sets stand-in environment variables for one test; returns the undo. */
+function standinEnv(vars: Record<string, string>): () => void {
+  Object.assign(process.env, vars);
+  return () => {
+    for (const name of Object.keys(vars)) delete process.env[name];
+  };
 }
 
 async function rejection(promise: Promise<unknown>): Promise<Error> {
@@ -94,6 +116,72 @@ describe('camera: rpicam-still in signal mode (stand-in)', () => {
       expect(new Set(standins.cameraLog().map((e) => e.pid)).size).to.equal(2);
     } finally {
       delete process.env.STANDIN_CAMERA_EXIT_AFTER_CAPTURE;
+    }
+  });
+
+  it('restarts a camera that exits without a capture with growing backoff, then gives up: fire() says it is not running and why', async () => {
+    const lifeMs = WARMUP_MS + 150; // exits after the warm-up, before any capture
+    const undo = standinEnv({ STANDIN_CAMERA_EXIT_AFTER_MS: String(lifeMs) });
+    try {
+      const camera = new CameraActuator({ outDir: out, node: 'n1', warmupMs: WARMUP_MS, restartBackoffMs: 200, restartLimit: 2, pathEnv: standins.path });
+      await camera.prepare();
+      await waitFor(() => camera.gaveUp !== undefined, 10000, 'the camera to be given up');
+      const starts = standins.cameraLog().filter((e) => e.argv);
+      expect(starts).to.have.length(3); // the first start and 2 restarts
+      expect(camera.restarts).to.equal(2);
+      // Each process lives lifeMs; the waits before restarting were 200 ms, then 400 ms.
+      const gap = (i: number) => Number(starts[i + 1]!.t - starts[i]!.t) / 1e6;
+      expect(gap(0), 'first restart').to.be.at.least(lifeMs + 200);
+      expect(gap(1) - gap(0), 'second wait longer').to.be.at.least(100);
+      const error = fireError(camera);
+      expect(error).to.be.instanceOf(ActuatorFailed);
+      expect(error).to.not.be.instanceOf(ActuatorNotPrepared);
+      expect(error!.message).to.match(/is not running: gave up after 2 failed restarts; last it exited \(code 255\): ERROR: \*\*\* camera frontend has timed out/);
+      await new Promise((r) => setTimeout(r, 600));
+      expect(standins.cameraLog().filter((e) => e.argv)).to.have.length(3); // bounded: no more tries
+      await camera.release();
+    } finally {
+      undo();
+    }
+  });
+
+  it('retries a restart that fails to start, and captures again once the camera is back', async () => {
+    // Start 2 (the restart after the first capture) finds the camera busy; start 3 works.
+    const undo = standinEnv({ STANDIN_CAMERA_EXIT_AFTER_CAPTURE: '1', STANDIN_CAMERA_FAIL: 'busy', STANDIN_CAMERA_FAIL_STARTS: '2' });
+    try {
+      const camera = new CameraActuator({ outDir: out, node: 'n1', warmupMs: WARMUP_MS, restartBackoffMs: 300, pathEnv: standins.path });
+      await camera.prepare();
+      camera.fire(0n, { tag: 'a', index: 0 });
+      let between: Error | undefined;
+      // While it waits to retry: a clear reason, not "fire() before prepare()". (Only fired when not ready: no capture.)
+      await waitFor(() => !camera.ready && /failed to restart/.test((between = fireError(camera))?.message ?? ''), 5000, 'the failed restart');
+      expect(between).to.be.instanceOf(ActuatorFailed);
+      expect(between!.message).to.match(/is not running: it failed to restart: the camera is in use.*Device or resource busy.*; restarting \(1 of 5 restarts failed so far\)/);
+      await waitFor(() => camera.ready, 5000, 'the camera to be back');
+      expect(camera.restarts).to.equal(2);
+      camera.fire(0n, { tag: 'a', index: 1 });
+      await camera.release();
+      expect(readdirSync(out).sort()).to.deep.equal(['a-n1-000.jpg', 'a-n1-001.jpg']);
+    } finally {
+      undo();
+    }
+  });
+
+  it('gives up when every restart fails to start, and says so instead of "fire() before prepare()"', async () => {
+    const undo = standinEnv({ STANDIN_CAMERA_EXIT_AFTER_CAPTURE: '1', STANDIN_CAMERA_FAIL: 'acquire', STANDIN_CAMERA_FAIL_STARTS: '2,3,4,5' });
+    try {
+      const camera = new CameraActuator({ outDir: out, node: 'n1', warmupMs: WARMUP_MS, restartBackoffMs: 50, restartLimit: 3, pathEnv: standins.path });
+      await camera.prepare();
+      camera.fire(0n, { tag: 'a', index: 0 });
+      await waitFor(() => camera.gaveUp !== undefined, 10000, 'the camera to be given up');
+      expect(camera.restarts).to.equal(3);
+      const error = fireError(camera);
+      expect(error).to.be.instanceOf(ActuatorFailed);
+      expect(error!.message).to.match(/is not running: gave up after 3 failed restarts; last it failed to restart: the camera is in use.*failed to acquire camera/);
+      await camera.release();
+      expect(readdirSync(out)).to.deep.equal(['a-n1-000.jpg']);
+    } finally {
+      undo();
     }
   });
 

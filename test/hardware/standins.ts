@@ -71,10 +71,18 @@ if (argv[0] === '--help') {
   console.log('Valid options are:\n  -h [ --help ]\n  -o [ --output ] arg\n  -s [ --signal ]\n  -t [ --timeout ] arg' + (process.env.STANDIN_CAMERA_ZSL === '0' ? '' : '\n  --zsl'));
   process.exit(0);
 }
+// Which start of the camera this is (1-based), for failures on some starts only.
+const start = 1 + (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('"argv"')).length : 0);
 note({ argv });
-const fail = process.env.STANDIN_CAMERA_FAIL;
+const failStarts = process.env.STANDIN_CAMERA_FAIL_STARTS;
+const fail = !failStarts || failStarts.split(',').map(Number).includes(start) ? process.env.STANDIN_CAMERA_FAIL : undefined;
 if (fail === 'nocamera') { console.error('ERROR: *** no cameras available ***'); process.exit(255); }
 if (fail === 'permission') { console.error('ERROR: *** failed to open /dev/media0: Permission denied ***'); process.exit(255); }
+if (fail === 'acquire') { console.error('ERROR: *** failed to acquire camera /base/soc/i2c0mux/i2c@1/imx708@1a ***'); process.exit(255); }
+if (fail === 'busy') { console.error('ERROR: *** failed to start camera: Device or resource busy ***'); process.exit(255); }
+if (process.env.STANDIN_CAMERA_EXIT_AFTER_MS) {
+  setTimeout(() => { console.error('ERROR: *** camera frontend has timed out! ***'); process.exit(255); }, Number(process.env.STANDIN_CAMERA_EXIT_AFTER_MS));
+}
 const out = argv[argv.indexOf('-o') + 1];
 let frame = 0;
 const quiet = process.env.STANDIN_QUIET === '1';
