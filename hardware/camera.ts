@@ -9,7 +9,8 @@
  * very first frame, an unwanted photo before any signal.
  *
  * The file rpicam-still writes (a staging name with its frame counter) is
- * renamed after the trigger and the node: <name>-<node>-<index>.jpg.
+ * renamed after the trigger and the node: <name>-<node>-<index>.jpg, never
+ * over an existing file (a taken name moves on to the next free index).
  * Some versions exit after a capture: the process is restarted at once. One
  * that exits without a capture, or fails to restart, is retried with backoff
  * up to a limit, then given up on; a capture signalled while it is not
@@ -20,7 +21,7 @@
  * exposure): the scheduler fires that much early, and reports it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
@@ -308,13 +309,32 @@ export class CameraActuator implements Actuator {
       this.capturesThisGeneration++;
       return { costNs, leadNs: this.leadNs, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
     }
-    const index = input.index ?? this.files.length + this.pending.size;
-    const final = join(this.outDir, `${safe(input.tag ?? 'capture')}-${this.node}-${String(index).padStart(3, '0')}.${this.options.extension ?? 'jpg'}`);
-    const capture: PendingCapture = { staging: this.stagingName(this.capturesThisGeneration), final, firedAtMs: Date.now() };
+    const staging = this.stagingName(this.capturesThisGeneration);
     this.capturesThisGeneration++;
+    const final = this.claimName(safe(input.tag ?? 'capture'), input.index ?? this.files.length + this.pending.size, staging);
+    const capture: PendingCapture = { staging, final, firedAtMs: Date.now() };
     const renaming = this.finish(capture).finally(() => this.pending.delete(renaming));
     this.pending.add(renaming);
     return { costNs, leadNs: this.leadNs, file: final, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
+  }
+
+  /**
+   * The first free <tag>-<node>-<index> from `index` on, created empty with
+   * O_EXCL so that no other capture (of this run, a second run, another
+   * process) can take it: the photo then renames over our own placeholder,
+   * never over someone's earlier photo. After the signal, so not in its timing.
+   */
+  private claimName(tag: string, index: number, staging: string): string {
+    for (let i = index; ; i++) {
+      const candidate = join(this.outDir, `${tag}-${this.node}-${String(i).padStart(3, '0')}.${this.options.extension ?? 'jpg'}`);
+      try {
+        closeSync(openSync(candidate, 'wx'));
+        return candidate;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue;
+        throw new ActuatorFailed(`${this.name} captured, but cannot create ${candidate} (${(error as Error).message}): the photo stays as ${staging}`, error);
+      }
+    }
   }
 
   /** Waits for the staging file to appear and stop growing, then gives it its final name. */
@@ -330,6 +350,12 @@ export class CameraActuator implements Actuator {
         return;
       }
       lastSize = size;
+    }
+    // No photo came: do not leave the empty placeholder behind.
+    try {
+      if (statSync(capture.final).size === 0) unlinkSync(capture.final);
+    } catch {
+      /* already gone */
     }
   }
 

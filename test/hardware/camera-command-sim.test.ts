@@ -185,6 +185,23 @@ describe('camera: rpicam-still in signal mode (stand-in)', () => {
     }
   });
 
+  it('never overwrites a photo: the same name again takes the next free index', async () => {
+    const first = new CameraActuator({ outDir: out, node: 'n1', warmupMs: WARMUP_MS, pathEnv: standins.path });
+    await first.prepare();
+    expect(first.fire(0n, { tag: 'team', index: 0 })!.file).to.equal(join(out, 'team-n1-000.jpg'));
+    await waitFor(() => first.files.length === 1, 5000, 'the first photo'); // two signals at once would merge into one
+    expect(first.fire(0n, { tag: 'team', index: 0 })!.file).to.equal(join(out, 'team-n1-001.jpg')); // same index, same run
+    await first.release();
+    const kept = readFileSync(join(out, 'team-n1-000.jpg'), 'utf8');
+    const second = new CameraActuator({ outDir: out, node: 'n1', warmupMs: WARMUP_MS, pathEnv: standins.path }); // a second run
+    await second.prepare();
+    expect(second.fire(0n, { tag: 'team', index: 0 })!.file).to.equal(join(out, 'team-n1-002.jpg'));
+    await second.release();
+    expect(readdirSync(out).sort()).to.deep.equal(['team-n1-000.jpg', 'team-n1-001.jpg', 'team-n1-002.jpg']);
+    expect(readFileSync(join(out, 'team-n1-000.jpg'), 'utf8')).to.equal(kept);
+    expect(new Set(readdirSync(out).map((f) => readFileSync(join(out, f), 'utf8'))).size).to.equal(3); // three different photos
+  });
+
   it('says what to do: not installed, no camera, permission (video group)', async () => {
     const missing = await rejection(new CameraActuator({ outDir: out, pathEnv: '/nonexistent' }).prepare());
     expect(missing).to.be.instanceOf(ActuatorUnavailable);

@@ -104,16 +104,24 @@ describe('lockstep fire (CLI)', function () {
     }
   });
 
-  it('takes a timed photo with a stand-in rpicam-still: fired early by the lead, reported, file named after trigger and node', async () => {
+  it('takes a timed photo with a stand-in rpicam-still: fired early by the lead, reported, file named after trigger and node; a second run never overwrites it', async () => {
     const out = mkdtempSync(join(tmpdir(), 'lockstep-cli-photo-'));
     try {
-      const r = await runCli(['fire', 'capture', '--at', '+600ms', '--out', out, '--name', 'team', '--node', 'pi3', '--lead-ms', '30', '--warmup', '150ms', '--json'], { env: standins.env() });
+      // The warm-up covers the stand-in's own start (a Node.js script) on a loaded machine.
+      const shoot = () => runCli(['fire', 'capture', '--at', '+1500ms', '--out', out, '--name', 'team', '--node', 'pi3', '--lead-ms', '30', '--warmup', '400ms', '--json'], { env: standins.env() });
+      const r = await shoot();
       expect(r.code, r.stderr).to.equal(0);
       const fire = jsonLines(r.stdout).find((l) => l.event === 'fire')!;
       expect(fire.leadNs).to.equal(30_000_000);
       expect(BigInt(fire.targetNs!) - BigInt(fire.plannedNs!)).to.equal(30_000_000n);
       expect(fire.outcome!.file).to.equal(join(out, 'team-pi3-000.jpg'));
       expect(readdirSync(out)).to.deep.equal(['team-pi3-000.jpg']);
+      const first = readFileSync(join(out, 'team-pi3-000.jpg'), 'utf8');
+      const again = await shoot();
+      expect(again.code, again.stderr).to.equal(0);
+      expect(jsonLines(again.stdout).find((l) => l.event === 'fire')!.outcome!.file).to.equal(join(out, 'team-pi3-001.jpg'));
+      expect(readdirSync(out).sort()).to.deep.equal(['team-pi3-000.jpg', 'team-pi3-001.jpg']);
+      expect(readFileSync(join(out, 'team-pi3-000.jpg'), 'utf8')).to.equal(first);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
