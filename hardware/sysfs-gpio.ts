@@ -114,6 +114,24 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** What a failed export or configure of a line means for the user (the errno the kernel gave). */
+export function sysfsError(error: unknown, line: number | string, number: number, what: string): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const which = `GPIO ${line} (sysfs ${number})`;
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      return new ActuatorUnavailable('permission', `permission denied to ${what} ${which}`, GPIO_GROUP_HINT);
+    case 'EBUSY':
+      return new ActuatorUnavailable('busy', `${which} is in use by another driver or process`, 'find the holder with gpioinfo (a running gpioset, an overlay in /boot/firmware/config.txt) and stop it');
+    case 'EINVAL':
+    case 'ENOENT':
+      return new ActuatorUnavailable('unknown-device', `the kernel refused ${which}: no such line`, 'check the pin number (BCM numbering) and --chip');
+    default:
+      return new ActuatorFailed(`cannot ${what} ${which}: ${(error as Error).message}`, error);
+  }
+}
+
 export class SysfsGpio implements Actuator {
   readonly name: string;
   /** The global sysfs number (base + offset), known after prepare(). */
@@ -158,7 +176,7 @@ export class SysfsGpio implements Actuator {
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EBUSY' && existsSync(dir)) return; // already exported (by us earlier, or by a script): reuse it
-      throw this.mapError(error, number, 'export');
+      throw sysfsError(error, this.options.line, number, 'export');
     }
     const deadline = Date.now() + EXPORT_SETTLE_MS;
     while (!existsSync(dir)) {
@@ -180,25 +198,8 @@ export class SysfsGpio implements Actuator {
           await sleep(EXPORT_POLL_MS);
           continue;
         }
-        throw this.mapError(error, number, 'configure');
+        throw sysfsError(error, this.options.line, number, 'configure');
       }
-    }
-  }
-
-  private mapError(error: unknown, number: number, what: string): Error {
-    const code = (error as NodeJS.ErrnoException).code;
-    const line = `GPIO ${this.options.line} (sysfs ${number})`;
-    switch (code) {
-      case 'EACCES':
-      case 'EPERM':
-        return new ActuatorUnavailable('permission', `permission denied to ${what} ${line}`, GPIO_GROUP_HINT);
-      case 'EBUSY':
-        return new ActuatorUnavailable('busy', `${line} is in use by another driver or process`, 'find the holder with gpioinfo (a running gpioset, an overlay in /boot/firmware/config.txt) and stop it');
-      case 'EINVAL':
-      case 'ENOENT':
-        return new ActuatorUnavailable('unknown-device', `the kernel refused ${line}: no such line`, 'check the pin number (BCM numbering) and --chip');
-      default:
-        return new ActuatorFailed(`cannot ${what} ${line}: ${(error as Error).message}`, error);
     }
   }
 

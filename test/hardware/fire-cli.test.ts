@@ -1,10 +1,11 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, CLI_PATH } from '../support/cli.js';
 import { track, untrack, waitFor } from '../support/processes.js';
+import { have } from '../support/ntp-clients.js';
 import { makeFakeSysfs, makeStandIns, type StandIns } from './standins.js';
 import { WARM_UP_FIRES } from '../../hardware/sysfs-gpio.js';
 
@@ -186,6 +187,18 @@ describe('lockstep fire (CLI)', function () {
         message: /usermod -aG video/,
       },
       {
+        name: 'camera in use (rpicam-still cannot acquire it)',
+        args: ['fire', 'capture', '--at', '+5s', '--out', tmpdir()],
+        env: () => standins.env({ STANDIN_CAMERA_FAIL: 'acquire' }),
+        message: /the camera is in use \(ERROR: \*\*\* failed to acquire camera .*\); stop the other camera program \(another rpicam-still, a motion service\)/,
+      },
+      {
+        name: 'camera busy (device or resource busy)',
+        args: ['fire', 'capture', '--at', '+5s', '--out', tmpdir()],
+        env: () => standins.env({ STANDIN_CAMERA_FAIL: 'busy' }),
+        message: /the camera is in use \(.*Device or resource busy.*\); stop the other camera program/,
+      },
+      {
         name: 'command not found',
         args: ['fire', 'command', '--at', '+5s', '--', 'no-such-program-xyz'],
         env: () => process.env,
@@ -199,6 +212,34 @@ describe('lockstep fire (CLI)', function () {
         expect(r.stderr).to.match(c.message);
         expect(r.stdout).to.equal('');
       });
+    }
+  });
+
+  it('sysfs permission denied (run as nobody against a root-owned tree): exit 2, says to join the gpio group', async function () {
+    if (process.getuid?.() !== 0 || !have('setpriv', ['--version'])) this.skip(); // needs root to drop to nobody
+    const sysfs = makeFakeSysfs();
+    try {
+      chmodSync(sysfs.root, 0o755); // nobody may read the tree, but not write export
+      sysfs.addChip('gpiochip512', 512, 58, 'pinctrl-bcm2711');
+      sysfs.addLine(529);
+      const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, CLI_PATH, 'fire', 'blink', '--line', '17', '--at', '+5s', '--driver', 'sysfs', '--sysfs-root', sysfs.root], { stdio: ['ignore', 'pipe', 'pipe'] });
+        track(child.pid!);
+        let stdout = '';
+        let stderr = '';
+        child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.once('close', (code) => {
+          untrack(child.pid!);
+          resolve({ code, stdout, stderr });
+        });
+      });
+      expect(result.code, result.stderr).to.equal(2);
+      expect(result.stderr).to.match(/permission denied to export GPIO 17 \(sysfs 529\); add yourself to the gpio group: sudo usermod -aG gpio \$USER/);
+      expect(result.stdout).to.equal('');
+      expect(sysfs.read('export')).to.equal(''); // nothing was exported
+    } finally {
+      sysfs.cleanup();
     }
   });
 

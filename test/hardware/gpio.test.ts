@@ -1,14 +1,14 @@
 import { expect } from 'chai';
 import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { realClock } from '../../src/time/clock.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { NS_PER_MS } from '../../src/time/units.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
 import { scheduleAction } from '../../src/schedule/actions.js';
-import { ActuatorUnavailable } from '../../src/schedule/actuator.js';
-import { SysfsGpio, listSysfsChips, pickSysfsChip, lineOffset, WARM_UP_FIRES } from '../../hardware/sysfs-gpio.js';
+import { ActuatorFailed, ActuatorUnavailable } from '../../src/schedule/actuator.js';
+import { SysfsGpio, listSysfsChips, pickSysfsChip, lineOffset, sysfsError, WARM_UP_FIRES } from '../../hardware/sysfs-gpio.js';
 import { GpiodGpio, classifyGpiosetFailure, detectGpiosetVersion, gpiosetLineId } from '../../hardware/gpiod.js';
 import { buildActuator, createActuator } from '../../hardware/index.js';
 import { makeFakeSysfs, makeStandIns, type FakeSysfs, type StandIns } from './standins.js';
@@ -86,14 +86,53 @@ describe('GPIO through sysfs', () => {
     expect(readFileSync(join(dir, 'value'), 'utf8')).to.equal('0'.repeat(WARM_UP_FIRES) + '10');
   });
 
-  it('says what is wrong: unknown line, no sysfs, permission denied', async () => {
+  it('says what is wrong: unknown line, no sysfs, permission denied (root too)', async function () {
     sysfs.addChip('gpiochip512', 512, 58, 'pinctrl-bcm2711');
     await expectUnavailable(new SysfsGpio({ line: 60, root: sysfs.root }).prepare(), 'unknown-device', /line 60 does not exist.*58 lines/);
     await expectUnavailable(new SysfsGpio({ line: 17, root: join(sysfs.root, 'missing') }).prepare(), 'unknown-device', /no sysfs GPIO.*--driver gpiod/);
-    if (process.getuid?.() === 0) return; // root ignores file modes; the permission case is covered by the CLI test's stand-in
-    execFileSync('chmod', ['a-w', join(sysfs.root, 'export')]);
-    const error = await expectUnavailable(new SysfsGpio({ line: 17, root: sysfs.root }).prepare(), 'permission', /gpio group/);
-    expect(error.hint).to.match(/usermod -aG gpio/);
+    const exportFile = join(sysfs.root, 'export');
+    // Root ignores file modes, but not the immutable attribute (EPERM even for root).
+    const asRoot = process.getuid?.() === 0;
+    try {
+      execFileSync(asRoot ? 'chattr' : 'chmod', [asRoot ? '+i' : 'a-w', exportFile], { stdio: 'ignore' });
+    } catch {
+      console.log(`      skipped the permission case: cannot make ${exportFile} read-only for root here (no chattr +i on this filesystem)`);
+      this.skip();
+    }
+    try {
+      const error = await expectUnavailable(new SysfsGpio({ line: 17, root: sysfs.root }).prepare(), 'permission', /permission denied to export GPIO 17 \(sysfs 529\).*gpio group/);
+      expect(error.hint).to.match(/usermod -aG gpio/);
+    } finally {
+      if (asRoot) execFileSync('chattr', ['-i', exportFile]); // else the tree cannot be removed
+    }
+  });
+
+  it("maps the kernel's errno on export/configure to what to do: busy, permission, no such line, anything else", () => {
+    // EBUSY (the line requested by gpioset or a driver) cannot be made with plain files, so the mapping is checked directly.
+    const errno = (code: string) => Object.assign(new Error(`${code}: from the kernel`), { code });
+    const busy = sysfsError(errno('EBUSY'), 17, 529, 'export');
+    expect(busy).to.be.instanceOf(ActuatorUnavailable);
+    expect((busy as ActuatorUnavailable).kind).to.equal('busy');
+    expect(busy.message).to.match(/^GPIO 17 \(sysfs 529\) is in use by another driver or process; find the holder with gpioinfo/);
+    expect((sysfsError(errno('EPERM'), 17, 529, 'configure') as ActuatorUnavailable).kind).to.equal('permission');
+    expect(sysfsError(errno('EINVAL'), 'GPIO99', 611, 'export').message).to.match(/kernel refused GPIO GPIO99 \(sysfs 611\): no such line/);
+    const other = sysfsError(errno('EIO'), 17, 529, 'configure');
+    expect(other).to.be.instanceOf(ActuatorFailed).and.not.instanceOf(ActuatorUnavailable);
+    expect(other.message).to.equal('cannot configure GPIO 17 (sysfs 529): EIO: from the kernel');
+  });
+
+  it('a file where the kernel has a directory (EISDIR) is a failure with the errno, not a guess', async () => {
+    sysfs.addChip('gpiochip512', 512, 58, 'pinctrl-bcm2711');
+    const dir = sysfs.addLine(529);
+    rmSync(join(dir, 'direction'));
+    mkdirSync(join(dir, 'direction'));
+    try {
+      await new SysfsGpio({ line: 17, root: sysfs.root }).prepare();
+      expect.fail('prepare() should have failed');
+    } catch (error) {
+      expect(error).to.be.instanceOf(ActuatorFailed);
+      expect((error as Error).message).to.match(/cannot configure GPIO 17 \(sysfs 529\): EISDIR/);
+    }
   });
 
   it('fires each scheduled edge at its instant (value file as a FIFO read by another process)', async function () {
