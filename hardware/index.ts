@@ -9,8 +9,7 @@
  * sim, which records instead of acting, for tests and the demo.
  */
 import { existsSync } from 'node:fs';
-import { ActuatorUnavailable, type Actuator } from '../src/schedule/actuator.js';
-import type { ActionSpec } from '../src/schedule/actions.js';
+import { ActuatorUnavailable, type ActionSpec, type Actuator } from '../src/schedule/actuator.js';
 import { CameraActuator } from './camera.js';
 import { CommandActuator } from './command.js';
 import { detectGpiosetVersion, GpiodGpio, gpiosetUnusable, GPIOD_V2_HINT } from './gpiod.js';

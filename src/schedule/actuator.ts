@@ -7,12 +7,14 @@
  * the scheduler's spin tail; release() undoes prepare() and leaves the device
  * in its safe state (an LED off, the camera process stopped).
  *
- * Drivers live in hardware/ and import only this file and actions.ts.
+ * Drivers live in hardware/ and import only this file (DESIGN.md).
  */
 import { realClock, type RawClock } from '../time/clock.js';
 
-/** Re-exported so hardware/ needs nothing from src/ but this contract and the action specs. */
+/** Re-exported so hardware/ needs nothing from src/ but this contract. */
 export type { RawClock };
+/** The hardware factory builds an actuator for a spec; type-only, so no import cycle at run time. */
+export type { ActionSpec } from './actions.js';
 
 /** A GPIO output level: 1 drives the line active (LED on), 0 inactive. */
 export type Level = 0 | 1;
