@@ -206,6 +206,7 @@ const C_GPIOSET = String.raw`
 static unsigned long long mono(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1000000000ULL + t.tv_nsec; }
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--version") == 0) { puts("gpioset (libgpiod) v2.1.3"); return 0; }
+  if (argc > 1 && strcmp(argv[1], "--help") == 0) { puts("  -i, --interactive\tset the lines then wait for additional set commands"); return 0; }
   char buf[256]; char out[64]; size_t have = 0;
   write(1, "gpioset> ", 9);
   for (;;) {

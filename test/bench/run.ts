@@ -24,12 +24,25 @@ if (files.length === 0) {
 }
 const outDir = join(process.cwd(), 'bench-results');
 mkdirSync(outDir, { recursive: true });
+const failed: string[] = [];
 for (const file of files) {
   const name = file.replace(/\.bench\.js$/, '');
   console.log(`\n=== ${name} ===`);
   const mod = (await import(pathToFileURL(join(here, file)).href)) as BenchModule;
-  const result = await mod.run();
+  let result: unknown;
+  try {
+    result = await mod.run();
+  } catch (error) {
+    // One broken benchmark must not cost the figures of the others.
+    failed.push(name);
+    console.log(`${name} FAILED: ${(error as Error).stack ?? error}`);
+    continue;
+  }
   const path = join(outDir, `${name}.json`);
   writeFileSync(path, JSON.stringify({ name, date: new Date().toISOString(), result }, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
   console.log(`(written ${path})`);
+}
+if (failed.length) {
+  console.error(`\nbenchmarks that failed: ${failed.join(', ')}`);
+  process.exitCode = 1;
 }
