@@ -49,11 +49,12 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? ''
 
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
 
-export function prepareCommand(argv: string[]): PreparedCommand {
+/** `extraEnv`: variables for the child on top of ours, merged now rather than at the instant. */
+export function prepareCommand(argv: string[], extraEnv?: Record<string, string>): PreparedCommand {
   if (argv.length === 0) throw new UsageError("a command is needed after '--' (-- CMD [ARGS...])");
   const [command, ...args] = argv as [string, ...string[]];
   const path = resolveCommand(command);
-  const options: SpawnOptions = { stdio: 'inherit', argv0: command };
+  const options: SpawnOptions = { stdio: 'inherit', argv0: command, ...(extraEnv ? { env: { ...process.env, ...extraEnv } } : {}) };
   return {
     path,
     args,

@@ -129,6 +129,29 @@ describe('schedule/cli: lockstep wait, at, cron', function () {
     }
   });
 
+  it('at --ntp and cron --ntp: the command runs on the disciplined clock, with its measured bound', async function () {
+    if (!haveChronyd()) this.skip();
+    const server = await startChronydServer();
+    try {
+      const ntp = `${server.host}:${server.port}`;
+      const dir = mkdtempSync(join(tmpdir(), 'lockstep-at-ntp-'));
+      const marker = join(dir, 'ran');
+      const at = await runCli(['at', '+500ms', '--ntp', ntp, '--sync-timeout', '15s', '--json', '--', 'sh', '-c', `echo "$LOCKSTEP_INSTANT_NS" > ${marker}`], { timeoutMs: 25_000 });
+      expect(at.code, at.stderr).to.equal(0);
+      const [atReport] = lines(at.stdout);
+      expect(atReport!.errorBoundNs).to.be.a('number').and.lessThan(50_000_000).and.not.equal(1_000_000);
+      expect(readFileSync(marker, 'utf8').trim()).to.equal(String(atReport!.plannedNs)); // the child got the instant it ran for
+      const cron = await runCli(['cron', '* * * * * *', '--count', '2', '--ntp', ntp, '--sync-timeout', '15s', '--json', '--', 'true'], { timeoutMs: 25_000 });
+      expect(cron.code, cron.stderr).to.equal(0);
+      const fires = lines(cron.stdout).filter((r) => r.plannedNs !== undefined && r.errorBoundNs !== undefined);
+      expect(fires.length).to.equal(2);
+      for (const f of fires) expect(BigInt(f.plannedNs as string) % 1_000_000_000n, 'on the second').to.equal(0n);
+      expect(fires[0]!.errorBoundNs).to.not.equal(1_000_000);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('--ntp to a server that never answers: a clear failure (exit 1), not a hang', async () => {
     const result = await runCli(['at', '+1s', '--ntp', '127.0.0.1:9', '--sync-timeout', '2s', '--', 'true'], { timeoutMs: 15_000 });
     expect(result.code).to.equal(1);

@@ -16,7 +16,8 @@ Starts CMD at the instant WHEN and reports the lateness (from the instant to
 the start of the action) and the spawn latency (from the start of the action to
 spawn() returning, when the child has exec'd: the child runs lateness + spawn
 after WHEN). The command is looked up and prepared beforehand, so the instant
-does one spawn(). Exits with CMD's status.
+does one spawn(). CMD gets LOCKSTEP_INSTANT_NS (the instant it was started
+for, ns since the epoch). Exits with CMD's status.
 
 WHEN:
 ${WHEN_FORMATS.map((f) => `  ${f}`).join('\n')}
@@ -46,7 +47,7 @@ export const command: Command = {
     if (ifPast !== 'reject' && ifPast !== 'skip' && ifPast !== 'fire-late') {
       throw new UsageError(`--if-past takes reject, skip or fire-late, not '${ifPast}'`);
     }
-    const prepared = prepareCommand(rest);
+    prepareCommand(rest); // a missing command is a usage error now, not after the NTP wait
     const say = (line: string) => !values.quiet && process.stderr.write(`lockstep at: ${line}\n`);
     const clock = await openClockSource(values, say);
     clock.onStep((step) => {
@@ -61,6 +62,7 @@ export const command: Command = {
         if (error instanceof WhenSyntaxError) throw new UsageError(error.message);
         throw error;
       }
+      const prepared = prepareCommand(rest, { LOCKSTEP_INSTANT_NS: instantNs.toString() });
       lowerTimerSlack(); // wake-ups ~50 µs sooner, less spin (src/schedule/process-tuning.ts); best effort
       const scheduler = new Scheduler({ timescale: clock.timescale });
       clock.attach(scheduler);
