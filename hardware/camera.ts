@@ -294,6 +294,12 @@ export class CameraActuator implements Actuator {
   }
 
   /** One kill(2): SIGUSR1 to the waiting rpicam-still. */
+  /** Signal 0: the same kill(2) path as the capture's SIGUSR1, which only checks that the process is there. */
+  rehearse(): void {
+    const pid = this.child?.pid;
+    if (pid !== undefined && this.ready) process.kill(pid, 0);
+  }
+
   fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
     if (this.released) throw new ActuatorNotPrepared(this.name);
     const child = this.child;

@@ -66,6 +66,11 @@ export class SimulatedRecorder implements Actuator {
     return { trueNs, errorNs: Number(trueNs - instantNs) };
   }
 
+  /** Reads the truth as fire() does; records nothing and draws no jitter (seeded tests stay the same). */
+  rehearse(): void {
+    this.truth();
+  }
+
   fire(instantNs: bigint, input: FireInput = {}): FireOutcome {
     const { trueNs, errorNs } = this.measure(instantNs);
     const record: SimRecord = { seq: this.records.length, plannedNs: instantNs, trueNs, errorNs };

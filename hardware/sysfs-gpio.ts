@@ -9,7 +9,7 @@
  * is read from gpiochip*\/base of the chip whose label is the Pi header's
  * pin controller, never assumed.
  */
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
 
@@ -204,6 +204,11 @@ export class SysfsGpio implements Actuator {
   }
 
   /** One write(2) of "1" or "0" on the open value file. */
+  /** The same fs binding as fire()'s write, on the same fd, without writing. */
+  rehearse(): void {
+    if (this.fd !== undefined) fstatSync(this.fd);
+  }
+
   fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
     const fd = this.fd;
     if (fd === undefined) throw new ActuatorNotPrepared(this.name);

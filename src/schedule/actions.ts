@@ -214,10 +214,11 @@ export interface SchedulerJob {
 export type PastPolicy = IfPast;
 
 export interface ActionScheduler {
-  at(instantNs: bigint, action: (report: SchedulerFireReport) => void, options?: { ifPast?: PastPolicy }): SchedulerJob;
+  at(instantNs: bigint, action: (report: SchedulerFireReport) => void, options?: { ifPast?: PastPolicy; rehearse?: (report: SchedulerFireReport) => void }): SchedulerJob;
   every(
     pattern: { epochNs: bigint; periodNs: bigint; offsetNs?: bigint; count?: number; startNs?: bigint },
     action: (report: SchedulerFireReport) => void,
+    options?: { rehearse?: (report: SchedulerFireReport) => void },
   ): SchedulerJob;
   /** Its notion of now (the real Scheduler's Timescale): used to reject a train that already started. */
   readonly timescale?: { nowNs(): bigint };
@@ -364,11 +365,17 @@ function scheduleActionNow(
     finish({ ...summary });
   };
 
-  const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level?: Level): void => {
+  /** `rehearsal`: the same path up to the actuator, which only rehearses (Scheduler's rehearse option). */
+  const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level?: Level, rehearsal = false): void => {
     let outcome: FireOutcome | void = undefined;
     let error: string | undefined;
     try {
-      outcome = actuator.fire(targetNs, level === undefined ? { index, tag: options.tag } : { level, index, tag: options.tag });
+      const input = level === undefined ? { index, tag: options.tag } : { level, index, tag: options.tag };
+      if (rehearsal) {
+        actuator.rehearse?.(targetNs, input);
+        return;
+      }
+      outcome = actuator.fire(targetNs, input);
       summary.fires++;
     } catch (thrown) {
       error = (thrown as Error).message;
@@ -427,7 +434,7 @@ function scheduleActionNow(
       if (finished) return;
       lit = true;
       fireAndReport(report, report.plannedNs, 0, pulse(report), 1);
-    });
+    }, { rehearse: (report) => !finished && fireAndReport(report, report.plannedNs, 0, pulse(report), 1, true) });
     // The off job ends the train: its last edge (fired or skipped) resolves done.
     const isLast = (report: { edge?: bigint; index: number }) => lastEdge !== undefined && BigInt(pulse(report)) >= lastEdge;
     const offJob = scheduler.every(pattern(onNs), (report) => {
@@ -435,7 +442,7 @@ function scheduleActionNow(
       lit = false;
       fireAndReport(report, report.plannedNs, 0, pulse(report), 0);
       if (isLast(report)) end();
-    });
+    }, { rehearse: (report) => !finished && fireAndReport(report, report.plannedNs, 0, pulse(report), 0, true) });
     skipHandlers.set(onJob.id, (skip) => reportSkip(skip, pulse(skip), 1));
     skipHandlers.set(offJob.id, (skip) => {
       reportSkip(skip, pulse(skip), 0);
@@ -479,7 +486,7 @@ function scheduleActionNow(
     if (finished) return;
     fireAndReport(report, startNs, leadNs, 0);
     end();
-  }, options.ifPast ? { ifPast: options.ifPast } : undefined);
+  }, { ...(options.ifPast ? { ifPast: options.ifPast } : {}), rehearse: (report) => !finished && fireAndReport(report, startNs, leadNs, 0, undefined, true) });
   skipHandlers.set(job.id, (skip) => {
     reportSkip(skip, 0);
     end();

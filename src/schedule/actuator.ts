@@ -73,6 +73,13 @@ export interface Actuator {
    * device went away.
    */
   fire(instantNs: bigint, input?: FireInput): FireOutcome | void;
+  /**
+   * Optional: what fire() runs, short of acting (no write, no signal), called
+   * ~30 µs before each instant with the same arguments. After milliseconds
+   * asleep fire()'s code and data are out of the CPU caches; this brings them
+   * back. Must not change the device.
+   */
+  rehearse?(instantNs: bigint, input?: FireInput): void;
   /** Releases the device in its safe state (LED off). Idempotent. */
   release(): Promise<void>;
 }

@@ -85,6 +85,13 @@ export interface JobOptions {
   /** An instant beyond the late tolerance when its turn comes: fire anyway (at()'s default) or skip (recurring jobs' default, they resume in phase). */
   ifLate?: 'fire-late' | 'skip';
   lateToleranceNs?: number;
+  /**
+   * Called in the rehearsal just before each instant (see REHEARSE_BEFORE_NS),
+   * with a scratch copy of the report: runs the action's own path short of
+   * acting, so that it too is in the CPU caches at the instant. Must not act;
+   * what it throws is ignored.
+   */
+  rehearse?: FireAction;
 }
 
 export interface AtOptions extends JobOptions {
@@ -153,6 +160,7 @@ class JobRecord implements Job, HeapItem {
     readonly ifLate: 'fire-late' | 'skip',
     readonly overlap: Overlap,
     readonly lateToleranceNs: number,
+    readonly rehearse: FireAction | undefined,
   ) {}
 
   get id(): string {
@@ -358,7 +366,16 @@ function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint
     if (report === undefined || job.done) continue;
     exactTiming(state, job, report, i === 0 ? endRaw : clock.nowNs(), deadlineRaw);
     if (job.armedPast) report.policy = 'fired-late';
-    if (rehearsal) continue;
+    if (rehearsal) {
+      if (job.rehearse) {
+        try {
+          void job.rehearse(report);
+        } catch {
+          /* a rehearsal only warms the caches: the real fire reports any error */
+        }
+      }
+      continue;
+    }
     job.firedCount++;
     prepared.fired = true;
     try {
@@ -384,7 +401,10 @@ const rehearsalReport: FireReport = { jobId: '', index: 0, plannedNs: 0n, actual
 function rehearsalCopy(report: FireReport | undefined): FireReport | undefined {
   if (report === undefined) return undefined;
   rehearsalReport.plannedNs = report.plannedNs;
+  rehearsalReport.index = report.index;
   rehearsalReport.policy = 'on-time';
+  if (report.edge !== undefined) rehearsalReport.edge = report.edge;
+  else delete rehearsalReport.edge;
   return rehearsalReport;
 }
 
@@ -651,7 +671,7 @@ export class Scheduler {
     if (this.state.stopped) throw new Error('scheduler stopped: make a new one');
     const tolerance = options.lateToleranceNs ?? this.state.lateToleranceNs;
     const id = options.id ?? this.state.nextId++;
-    return new JobRecord(this.state, id, recurrence, action, recurring, options.ifLate ?? defaultIfLate, overlap, tolerance);
+    return new JobRecord(this.state, id, recurrence, action, recurring, options.ifLate ?? defaultIfLate, overlap, tolerance, options.rehearse);
   }
 
   private placeFirst(job: JobRecord): Job {

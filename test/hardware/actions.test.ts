@@ -78,6 +78,35 @@ describe('scheduleAction', () => {
     expect(recorder.records.at(-1)!.level).to.equal(0);
   });
 
+  it("rehearses each edge through the actuator's rehearse() with fire()'s arguments, 30 µs before it; a rehearsal is not a fire", async () => {
+    const { timers, scheduler } = rig();
+    const calls: string[] = [];
+    const actuator = {
+      name: 'spy',
+      prepare: async () => undefined,
+      release: async () => undefined,
+      rehearse: (instantNs: bigint, input?: { level?: number; index?: number; tag?: string }) =>
+        void calls.push(`rehearse ${instantNs - START} ${JSON.stringify(input)} at ${timers.clock.nowNs() - START}`),
+      fire: (instantNs: bigint, input?: { level?: number; index?: number; tag?: string }) =>
+        void calls.push(`fire ${instantNs - START} ${JSON.stringify(input)} at ${timers.clock.nowNs() - START}`),
+    };
+    const run = scheduleAction(scheduler, { kind: 'blink', line: 17, onNs: 100_000_000, periodNs: 1_000_000_000, count: 1 }, START, actuator, { tag: 't1' });
+    timers.advanceTo(START + 2n * NS_PER_SECOND);
+    expect(await run.done).to.deep.include({ fires: 2, errors: 0 });
+    expect(calls).to.deep.equal([
+      'rehearse 0 {"level":1,"index":0,"tag":"t1"} at -30000',
+      'fire 0 {"level":1,"index":0,"tag":"t1"} at 0',
+      'rehearse 100000000 {"level":0,"index":0,"tag":"t1"} at 99970000',
+      'fire 100000000 {"level":0,"index":0,"tag":"t1"} at 100000000',
+    ]);
+    // The simulated recorder's rehearsal records nothing.
+    const { timers: t2, scheduler: s2, recorder } = rig();
+    const capture = scheduleAction(s2, { kind: 'capture' }, START, recorder);
+    t2.advanceTo(START + NS_PER_SECOND);
+    await capture.done;
+    expect(recorder.records).to.have.length(1);
+  });
+
   it('cancelling a train mid-pulse drives the LED off at once', async () => {
     const { timers, scheduler, recorder } = rig();
     const run = scheduleAction(scheduler, { kind: 'blink', line: 17, onNs: 500_000_000, periodNs: 1_000_000_000, count: 'forever' }, START, recorder);

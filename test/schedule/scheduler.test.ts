@@ -50,6 +50,30 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(timers.pending).to.equal(0);
   });
 
+  it('rehearses each fire 30 µs before the instant: the rehearse option gets a scratch copy, the action runs once, at the instant', () => {
+    const { timers, scheduler, fires } = setup();
+    const events: string[] = [];
+    const rehearsed: { at: bigint; plannedNs: bigint; index: number; edge: bigint | undefined }[] = [];
+    const period = 100n * NS_PER_MS;
+    scheduler.every({ epochNs: T0 + NS_PER_SECOND, periodNs: period, count: 2 }, (r) => void events.push(`fire ${r.index} at ${timers.clock.nowNs() - T0}`), {
+      rehearse: (r) => {
+        rehearsed.push({ at: timers.clock.nowNs(), plannedNs: r.plannedNs, index: r.index, edge: r.edge });
+        r.actualNs = 0n; // a scratch object: the real report must not see this
+        events.push(`rehearse ${r.index}`);
+      },
+    });
+    scheduler.at(T0 + 3n * NS_PER_SECOND, () => void events.push('plain'), {
+      rehearse: () => {
+        throw new Error('a broken rehearsal must not stop the fire');
+      },
+    });
+    timers.advance(4n * NS_PER_SECOND);
+    expect(events).to.deep.equal([`rehearse 0`, `fire 0 at ${NS_PER_SECOND}`, `rehearse 1`, `fire 1 at ${NS_PER_SECOND + period}`, 'plain']);
+    expect(rehearsed.map((r) => r.plannedNs - r.at)).to.deep.equal([30_000n, 30_000n]);
+    expect(rehearsed.map((r) => [r.index, r.edge])).to.deep.equal([[0, 0n], [1, 1n]]);
+    expect(fires.map((f) => f.actualNs - f.plannedNs)).to.deep.equal([0n, 0n, 0n]);
+  });
+
   it('the action receives its report complete: the exact lateness, even when late', () => {
     // Every coarse wake 10 ms late: beyond the 4 ms initial margin, so the first fire is late.
     const { timers, scheduler, fires } = setup({ wakeLatenessNs: () => 10_000_000 });
