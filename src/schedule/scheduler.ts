@@ -514,8 +514,22 @@ function skipReport(state: SchedulerState, job: JobRecord, reason: SkipReason, a
   return report;
 }
 
+/**
+ * Every listener hears every report: one that throws does not silence the
+ * others, nor leave the timer loop half-way (its jobs re-queued, the next
+ * deadline unarmed). Its error still surfaces, like a throwing setTimeout
+ * callback's, from a microtask outside the loop.
+ */
 function emit<R>(listeners: Set<(r: R) => void>, report: R): void {
-  for (const listener of listeners) listener(report);
+  for (const listener of listeners) {
+    try {
+      listener(report);
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+  }
 }
 
 function reportError(state: SchedulerState, error: unknown, report: FireReport): void {

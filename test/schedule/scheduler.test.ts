@@ -74,6 +74,30 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(fires.map((f) => f.actualNs - f.plannedNs)).to.deep.equal([0n, 0n, 0n]);
   });
 
+  it('a fire listener that throws neither silences the other listeners nor stops the loop; its error still surfaces', async () => {
+    const { timers, scheduler, fires } = setup();
+    const mochas = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    const surfaced: unknown[] = [];
+    process.on('uncaughtException', (e) => surfaced.push(e));
+    try {
+      scheduler.onFire(() => {
+        throw new Error('listener bug');
+      });
+      const seen: number[] = [];
+      scheduler.onFire((r) => seen.push(r.index));
+      scheduler.every({ epochNs: T0 + NS_PER_SECOND, periodNs: NS_PER_SECOND, count: 3 }, () => undefined);
+      timers.advance(5n * NS_PER_SECOND);
+      expect(seen, 'the listener after the broken one').to.deep.equal([0, 1, 2]);
+      expect(fires).to.have.length(3); // and the setup's own listener: all three fires, so the loop went on
+      await new Promise((r) => setImmediate(r));
+      expect(surfaced.map((e) => (e as Error).message)).to.deep.equal(['listener bug', 'listener bug', 'listener bug']);
+    } finally {
+      process.removeAllListeners('uncaughtException');
+      for (const l of mochas) process.on('uncaughtException', l);
+    }
+  });
+
   it('the action receives its report complete: the exact lateness, even when late', () => {
     // Every coarse wake 10 ms late: beyond the 4 ms initial margin, so the first fire is late.
     const { timers, scheduler, fires } = setup({ wakeLatenessNs: () => 10_000_000 });
