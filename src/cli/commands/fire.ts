@@ -8,6 +8,7 @@ import type { Command } from '../command.js';
 import { parseCommandArgs, durationNsOption, numberOption } from '../args.js';
 import { UsageError, EXIT_OK, EXIT_FAILURE, EXIT_USAGE } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
+import { stepJson, stepLine } from '../schedule-output.js';
 import { formatUtcNs } from '../../time/units.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
@@ -202,6 +203,11 @@ export const command: Command = {
     const options = hardwareOptions(values, (m) => err(m));
 
     const clock = await openClockSource(values, say);
+    // A step of the clock moves every pending edge: say so, as wait/at/cron do.
+    clock.onStep((step) => {
+      if (values.json) process.stdout.write(stepJson(step, clock.description) + '\n');
+      else say(stepLine(step, clock.description));
+    });
     let actuator: Actuator | undefined;
     let stopSignals = () => {};
     try {
