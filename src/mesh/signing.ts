@@ -184,6 +184,10 @@ export class ReplayGuard {
    * Checks without remembering. `expiresNs`: the message's own expiry; one
    * issued longer ago than maxAge is still fresh until then (a late joiner
    * receiving a retained train), as long as every id is remembered that long.
+   * A node without a state file forgets at a restart: a still-valid signed
+   * train replayed to it then runs again from where it stands, in phase, as
+   * the retained copy would make it anyway; a cancelled one stays cancelled
+   * only where the id is remembered (use --state-file).
    */
   check(id: string, issuedNs: bigint, nowNs: bigint, expiresNs?: bigint): { reason: RejectReason; detail: string } | undefined {
     if (this.seen.has(id)) return { reason: 'replayed', detail: `message id '${id}' was already received` };
