@@ -252,6 +252,18 @@ describe('schedule/crontab: lockstep crontab FILE', function () {
     for (const pid of children) expect(alive(pid), `background child ${pid} orphaned`).to.equal(false);
   });
 
+  it("FILE '-': the crontab from stdin runs; SIGHUP cannot reload it and says why", async () => {
+    const p = start(process.execPath, [CLI_PATH, 'crontab', '-', '--json'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    started.push(p);
+    p.child.stdin!.end('X=from stdin\n* * * * * * echo "$X"\n');
+    await waitFor(() => of(p, 'output', 'line-2').some((e) => e.line === 'from stdin'), 10_000, 'the stdin entry running');
+    p.child.kill('SIGHUP');
+    await waitFor(() => of(p, 'reload-refused').length === 1, 5000, 'the refusal');
+    expect(of(p, 'reload-refused')[0]!.reason).to.match(/stdin/);
+    p.child.kill('SIGTERM');
+    expect(await exitOf(p)).to.equal(0);
+  });
+
   it('--stop-timeout: a command that ignores SIGTERM is killed with its tree when the time is up', async () => {
     const file = join(dir, 'crontab');
     const pids = join(dir, 'pids');

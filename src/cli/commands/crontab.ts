@@ -207,7 +207,9 @@ export const command: Command = {
         log.say(`metrics at http://${metrics.address}/metrics`);
       }
 
+      let stopping = false;
       const reload = (why: string) => {
+        if (stopping) return; // the scheduler is stopped: nothing more to schedule
         if (fromStdin) return log.refused(source, why, 'the crontab came from stdin: there is no file to read again');
         let newText: string;
         let next: Crontab;
@@ -219,9 +221,9 @@ export const command: Command = {
           text = newText;
           log.reload(source, why, changes);
         } catch (error) {
-          if (!(error instanceof CrontabSyntaxError || error instanceof UsageError)) throw error;
+          // Whatever went wrong, it is this reload's failure: the crontab in force keeps running.
           if (error instanceof CrontabSyntaxError) text = newText!; // refused: do not say so again until it changes
-          log.refused(source, why, error.message);
+          log.refused(source, why, error instanceof CrontabSyntaxError || error instanceof UsageError ? error.message : `unexpected error: ${(error as Error).stack ?? error}`);
         }
       };
       onHup = () => reload('SIGHUP');
@@ -239,7 +241,6 @@ export const command: Command = {
       }
 
       await new Promise<void>((resolveStop) => {
-        let stopping = false;
         onSignal = (signal) => {
           if (stopping) {
             log.say(`${signal} again: killing what still runs`);
