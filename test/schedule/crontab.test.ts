@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { CLI_PATH } from '../support/cli.js';
 import { start, waitFor, type Started } from '../support/processes.js';
 import { freeTcpPort } from '../support/ports.js';
+import { haveChronyd, startChronydServer } from '../support/chronyd.js';
 
 type Event = Record<string, unknown> & { event: string; job?: string };
 const events = (p: Started): Event[] =>
@@ -252,6 +253,27 @@ describe('schedule/crontab: lockstep crontab FILE', function () {
     for (const pid of children) expect(alive(pid), `background child ${pid} orphaned`).to.equal(false);
   });
 
+  it('--ntp: every entry runs on the embedded client\'s clock (a real chronyd), and /metrics shows it measured', async function () {
+    if (!haveChronyd()) this.skip();
+    const server = await startChronydServer();
+    try {
+      const port = await freeTcpPort();
+      const file = join(dir, 'crontab');
+      writeFileSync(file, '* * * * * * true\n*/2 * * * * * true\n');
+      const p = crontab(file, '--ntp', `${server.host}:${server.port}`, '--sync-timeout', '15s', '--metrics', `127.0.0.1:${port}`);
+      await waitFor(() => of(p, 'fire', 'line-1').length >= 1 && of(p, 'fire', 'line-2').length >= 1, 25_000, 'both entries firing');
+      for (const f of of(p, 'fire')) expect(f.errorBoundNs).to.be.a('number').and.lessThan(50_000_000).and.not.equal(1_000_000); // measured, not the system-clock assumption
+      const m = parseExposition((await get(`http://127.0.0.1:${port}/metrics`)).body);
+      expect(m.get('lockstep_clock_synchronized')).to.equal(1);
+      expect(m.get('lockstep_clock_error_bound_seconds')).to.be.within(0, 0.05).and.not.equal(0.001);
+      expect(Math.abs(m.get('lockstep_clock_offset_seconds')!)).to.be.lessThan(0.05); // chronyd serves this machine's own clock
+      p.child.kill('SIGTERM');
+      expect(await exitOf(p)).to.equal(0);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("FILE '-': the crontab from stdin runs; SIGHUP cannot reload it and says why", async () => {
     const p = start(process.execPath, [CLI_PATH, 'crontab', '-', '--json'], { stdio: ['pipe', 'pipe', 'pipe'] });
     started.push(p);
@@ -264,15 +286,15 @@ describe('schedule/crontab: lockstep crontab FILE', function () {
     expect(await exitOf(p)).to.equal(0);
   });
 
-  it('--stop-timeout: a command that ignores SIGTERM is killed with its tree when the time is up', async () => {
+  it('SIGQUIT and --stop-timeout: a command that ignores the signal is killed with its tree when the time is up', async () => {
     const file = join(dir, 'crontab');
     const pids = join(dir, 'pids');
-    writeFileSync(file, `# name: stubborn\n* * * * * * trap '' TERM; echo $$ >> ${pids}; while :; do sleep 0.1; done\n`);
+    writeFileSync(file, `# name: stubborn\n* * * * * * trap '' QUIT; echo $$ >> ${pids}; while :; do sleep 0.1; done\n`);
     const p = crontab(file, '--stop-timeout', '1s');
     await waitFor(() => existsSync(pids), 10_000, 'stubborn running');
     const shell = Number(readFileSync(pids, 'utf8').trim());
     const t0 = Date.now();
-    p.child.kill('SIGTERM');
+    p.child.kill('SIGQUIT'); // handled like SIGTERM (Node's default would be to die at once)
     expect(await exitOf(p)).to.equal(0);
     expect(Date.now() - t0).to.be.within(900, 4000);
     expect(p.output()).to.match(/1 command still running after 1000 ms: killed \(SIGKILL\)/);
