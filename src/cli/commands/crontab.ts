@@ -232,12 +232,17 @@ export const command: Command = {
         // The directory, not the file: an editor that writes a new file and renames it over FILE replaces the inode a file watch would follow.
         const name = basename(file);
         let timer: NodeJS.Timeout | undefined;
-        watcher = watch(dirname(resolve(file)), (_event, changed) => {
-          if (changed !== null && changed !== name) return;
-          clearTimeout(timer);
-          timer = setTimeout(() => reload('file changed'), RELOAD_DEBOUNCE_MS);
-        });
-        watcher.on('error', (error) => log.say(`no longer watching ${file}: ${error.message} (SIGHUP still reloads)`));
+        try {
+          watcher = watch(dirname(resolve(file)), (_event, changed) => {
+            if (changed !== null && changed !== name) return;
+            clearTimeout(timer);
+            timer = setTimeout(() => reload('file changed'), RELOAD_DEBOUNCE_MS);
+          });
+          watcher.on('error', (error) => log.say(`no longer watching ${file}: ${error.message} (SIGHUP still reloads)`));
+        } catch (error) {
+          // Out of inotify watches (ENOSPC), a directory we may not read...: the schedule runs anyway.
+          log.say(`cannot watch ${dirname(resolve(file))}: ${(error as Error).message} (SIGHUP still reloads)`);
+        }
       }
 
       await new Promise<void>((resolveStop) => {
