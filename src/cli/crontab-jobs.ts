@@ -87,7 +87,7 @@ export class CrontabJobs {
   private started: Started[] = [];
   private flushQueued = false;
   private readonly idleWaiters: Array<() => void> = [];
-  /** Runs whose stop signal went out: SIGKILL for their trees when the grace ends. */
+  /** stop() was called: a second call (a second signal) kills at once. */
   private stopping = false;
 
   constructor(
