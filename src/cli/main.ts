@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command:
   wait: { summary: 'return at an instant: a drop-in for shell sleep loops', load: () => import('./commands/wait.js') },
   at: { summary: 'start a command at an instant', load: () => import('./commands/at.js') },
   cron: { summary: 'run a command on a cron schedule with seconds, to the microsecond', load: () => import('./commands/cron.js') },
+  crontab: { summary: 'run a whole crontab in one process, each start to the microsecond', load: () => import('./commands/crontab.js') },
   fire: { summary: 'fire a hardware action (blink, capture, command) at an instant', load: () => import('./commands/fire.js') },
   node: { summary: 'run a mesh node: sync, take triggers over MQTT, fire, report', load: () => import('./commands/node.js') },
   hub: { summary: 'run the mesh hub: serve time, watch nodes', load: () => import('./commands/hub.js') },

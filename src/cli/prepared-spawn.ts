@@ -20,7 +20,15 @@ export interface PreparedCommand {
   readonly path: string;
   readonly args: readonly string[];
   readonly display: string;
-  start(): Spawned;
+  /** instantNs: given to the child as LOCKSTEP_INSTANT_NS (the instant it was started for). */
+  start(instantNs?: bigint): Spawned;
+  /** Releases what was made ready in advance (nothing yet; #10's pre-forked process). */
+  dispose(): void;
+}
+
+export interface PrepareOptions {
+  /** 'pipe': the child's stdin/stdout/stderr are streams on Spawned.child (default 'inherit'). */
+  stdio?: 'inherit' | 'pipe';
 }
 
 function executable(path: string): boolean {
@@ -50,16 +58,18 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? ''
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
 
 /** `extraEnv`: variables for the child on top of ours, merged now rather than at the instant. */
-export function prepareCommand(argv: string[], extraEnv?: Record<string, string>): PreparedCommand {
+export function prepareCommand(argv: string[], extraEnv?: Record<string, string>, prepareOptions: PrepareOptions = {}): PreparedCommand {
   if (argv.length === 0) throw new UsageError("a command is needed after '--' (-- CMD [ARGS...])");
   const [command, ...args] = argv as [string, ...string[]];
   const path = resolveCommand(command);
-  const options: SpawnOptions = { stdio: 'inherit', argv0: command, ...(extraEnv ? { env: { ...process.env, ...extraEnv } } : {}) };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv };
+  const options: SpawnOptions = { stdio: prepareOptions.stdio ?? 'inherit', argv0: command, env };
   return {
     path,
     args,
     display: argv.join(' '),
-    start(): Spawned {
+    start(instantNs?: bigint): Spawned {
+      if (instantNs !== undefined) env.LOCKSTEP_INSTANT_NS = instantNs.toString(); // spawn copies env now: one object reused
       const child = spawn(path, args, options);
       const spawnedHrNs = process.hrtime.bigint();
       const exited = new Promise<number>((resolveExit) => {
@@ -68,5 +78,6 @@ export function prepareCommand(argv: string[], extraEnv?: Record<string, string>
       });
       return { child, spawnedHrNs, exited };
     },
+    dispose() {},
   };
 }
