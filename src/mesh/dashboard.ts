@@ -342,8 +342,11 @@ export class DashboardServer {
       throw new HttpError(400, 'bad-action', "a train 'forever' is not started from the page (give a count; cancel stops it early)");
     }
     const request: PageTriggerRequest = { kind: 'trigger', action: checked.action, ...this.gate(body) };
-    const nodes = this.nodeList(body.nodes);
-    if (nodes) request.nodes = nodes;
+    // "Every online node" is the page's list, by the page's rule (a node silent for K periods is out), named
+    // explicitly: the gate must not wait for a node the page already shows offline.
+    const nodes = this.nodeList(body.nodes) ?? this.o.board.onlineIds();
+    if (nodes.length === 0) throw new HttpError(409, 'no-nodes', 'no node is online in this group');
+    request.nodes = nodes;
     const inNs = this.duration(body, 'in');
     if (inNs !== undefined) {
       if (inNs < 100_000_000n || inNs > 3_600_000_000_000n) throw new HttpError(400, 'bad-request', "'in' must be from 100ms to 1h");
