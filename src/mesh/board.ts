@@ -110,8 +110,8 @@ export interface History {
 
 function statePeriodMs(state: StateMessage): number {
   // #13's field: how long this node may stay silent (state on change + a slow heartbeat).
-  const p = (state as StateMessage & { statePeriodMs?: unknown }).statePeriodMs;
-  return typeof p === 'number' && Number.isFinite(p) && p > 0 ? p : DEFAULT_NODE_STATE_PERIOD_MS;
+  const p = state.statePeriodMs;
+  return p !== undefined && Number.isFinite(p) && p > 0 ? p : DEFAULT_NODE_STATE_PERIOD_MS;
 }
 
 export class GroupBoard {
@@ -229,6 +229,8 @@ export class GroupBoard {
       this.agreement.shift();
       for (const series of this.offsets.values()) series.shift();
     }
+    // A node gone for the whole window gives its slot to another (the page's legend stays readable too).
+    for (const [id, series] of this.offsets) if (series.every((v) => v === null)) this.offsets.delete(id);
   }
 
   history(): History {

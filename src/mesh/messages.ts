@@ -184,6 +184,8 @@ export interface StateMessage {
   rejections?: Record<string, number>;
   /** Things an operator should look at, one line each (bounded, short). */
   warnings?: string[];
+  /** The longest interval between two state publications of this node (#13's contract), ms. */
+  statePeriodMs?: number;
 }
 
 export type MeshMessage = TriggerMessage | CancelMessage | AckMessage | ReportMessage | StateMessage;
@@ -478,6 +480,7 @@ export function decodeState(o: Record<string, unknown>): ParseResult<StateMessag
         hubOffsetNs: optNum(o, 'hubOffsetNs'),
         rejections: rejectionCounts(o),
         warnings: warningList(o),
+        statePeriodMs: optNum(o, 'statePeriodMs', { min: 1 }),
       });
     },
     () => o.node,

@@ -120,7 +120,7 @@ async function runMode(wifi: boolean, nodes = NODES, settleMs = 0): Promise<Mode
     await cluster.stop();
   }
   const out: ModeResult = { mode: modeName(wifi, nodes, settleMs), triggers: TRIGGERS, syncSeconds, missing };
-  perEdge.set(out.mode, { trueSpreadNs: trueSpreads, clockSpreadNs: clockSpreads });
+  if (nodes > 1) perEdge.set(out.mode, { trueSpreadNs: trueSpreads, clockSpreadNs: clockSpreads }); // one node has no spread
   const put = <K extends keyof ModeResult>(k: K, v: ModeResult[K] | undefined) => {
     if (v !== undefined) out[k] = v;
   };

@@ -146,7 +146,7 @@ function thin<T>(list: T[], n: number): T[] {
 export function renderSvg(plot: Plot): string {
   const W = plot.width ?? 760;
   const H = plot.height ?? 420;
-  const m = { left: 78, right: 20, top: plot.subtitle ? 58 : 40, bottom: 52 };
+  const m = { left: 78, right: 40, top: plot.subtitle ? 58 : 40, bottom: 52 };
   const pw = W - m.left - m.right;
   const ph = H - m.top - m.bottom;
   const parts: string[] = [];

@@ -2,7 +2,8 @@
  * `lockstep hub`: the long-running side of the mesh. Serves time to the
  * nodes (embedded NTP server) and watches the group: presence and sync
  * quality from the nodes' retained states. Triggers come from
- * `lockstep trigger`, which talks to the broker itself.
+ * `lockstep trigger`, which talks to the broker itself, or, with --http and
+ * a token, from the hub's page (through the same Coordinator).
  */
 import type { Command } from '../command.js';
 import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
@@ -15,7 +16,7 @@ import { formatNs } from '../../mesh/readiness.js';
 import type { NodeView } from '../../mesh/presence.js';
 import { startDashboard, httpAddress, readTokenFile, DEFAULT_HTTP } from '../mesh/dashboard.js';
 
-const help = `usage: lockstep hub [--ntp-port 123] [--allow CIDR]... [options]
+const help = `usage: lockstep hub [--ntp-port 123] [--allow CIDR]... [--http [HOST:PORT] [--http-token-file FILE]] [options]
 
 Serves time to the nodes (NTP on --ntp-port) and prints the group's nodes as
 their state changes: online/offline, synchronized, offset, error bound.
