@@ -2,7 +2,7 @@
  * Each node's last trigger, whoever sent it (the page, `lockstep trigger` on
  * a laptop, a script): the hub hears every ack and fire report on the broker,
  * so the page can say "did the last trigger land" for triggers it did not
- * send. One entry per node, bounded.
+ * send. A few recent triggers per node, bounded; "last" is the newest.
  */
 import type { Topics } from './topics.js';
 import { decodeAck, decodeReport, parseMessage } from './messages.js';
@@ -42,19 +42,28 @@ function nsNumber(v: unknown): number | undefined {
   return undefined;
 }
 
+/** Triggers remembered per node: a train still reporting must not take "last" back from a newer trigger. */
+const PER_NODE = 4;
+
 export class NodeTriggerLog {
-  private readonly byNode = new Map<string, Entry>();
+  /** Per node, its recent triggers in the order they were first heard of (the newest last). */
+  private readonly byNode = new Map<string, Map<string, Entry>>();
 
   constructor(private readonly topics: Topics) {}
 
   private entry(node: string, triggerId: string): Entry {
-    let e = this.byNode.get(node);
-    if (!e || e.triggerId !== triggerId) {
-      e = { triggerId, fires: 0, edges: 0, indices: new Set(), reportIds: new Set() };
+    let recent = this.byNode.get(node);
+    if (!recent) {
+      recent = new Map();
+      this.byNode.set(node, recent);
+      if (this.byNode.size > MAX_NODES) this.byNode.delete(this.byNode.keys().next().value!);
     }
-    this.byNode.delete(node); // re-inserted last: the oldest entry is evicted first
-    this.byNode.set(node, e);
-    if (this.byNode.size > MAX_NODES) this.byNode.delete(this.byNode.keys().next().value!);
+    let e = recent.get(triggerId);
+    if (!e) {
+      e = { triggerId, fires: 0, edges: 0, indices: new Set(), reportIds: new Set() };
+      recent.set(triggerId, e);
+      if (recent.size > PER_NODE) recent.delete(recent.keys().next().value!);
+    }
     return e;
   }
 
@@ -66,9 +75,8 @@ export class NodeTriggerLog {
       const parsed = parseMessage(payload, decodeAck);
       if (!parsed.ok || !parsed.value.triggerId || parsed.value.node !== where.nodeId) return;
       const a = parsed.value;
-      const current = this.byNode.get(a.node);
       // A 'replayed' answer to a redelivery says nothing new about a trigger this node already took.
-      if (current?.triggerId === a.triggerId && a.reason === 'replayed') return;
+      if (a.reason === 'replayed' && this.byNode.get(a.node)?.has(a.triggerId!)) return;
       const e = this.entry(a.node, a.triggerId!);
       e.ack = a.status;
       if (a.reason) e.reason = a.reason;
@@ -95,7 +103,8 @@ export class NodeTriggerLog {
   }
 
   lastFor(node: string): LastTrigger | undefined {
-    const e = this.byNode.get(node);
+    const recent = this.byNode.get(node);
+    const e = recent ? [...recent.values()].pop() : undefined;
     if (!e) return undefined;
     const { indices: _i, reportIds: _r, ...rest } = e;
     return rest;

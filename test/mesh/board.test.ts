@@ -77,5 +77,9 @@ describe('mesh: the hub page’s board (state fields, offline rule, last trigger
     const row = board(dir, log).nodes()[0]!;
     expect(row.lastTrigger).to.deep.include({ triggerId: 't-1', ack: 'scheduled', expectedFires: 2, fires: 2, edges: 2, latenessMaxNs: 900, errorBoundMaxNs: 5000, exposureErrorNs: 1200 });
     expect(log.lastFor('b')).to.equal(undefined);
+    // A newer trigger stays "last" while the older train still reports.
+    log.handle(topics.node('a', 'ack'), Buffer.from(JSON.stringify({ ...ack, id: 'a-2', triggerId: 't-2', fires: 1 })));
+    log.handle(topics.node('a', 'report'), Buffer.from(JSON.stringify(report(3, 10))));
+    expect(log.lastFor('a')).to.deep.include({ triggerId: 't-2', ack: 'scheduled', fires: 0 });
   });
 });

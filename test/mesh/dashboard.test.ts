@@ -209,7 +209,7 @@ describe('mesh: the hub page and its API (hub --http, node processes, mosquitto,
     const wrong = await post('/api/trigger', { action }, { Authorization: 'Bearer wrong-token-wrong-token' });
     const header = await post('/api/identify', { node: 'n1' }, { 'X-Lockstep-Token': 'nope' });
     expect([none.status, wrong.status, header.status]).to.deep.equal([401, 401, 401]);
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, 1000));
     off();
     expect(published, 'no trigger reached the broker').to.deep.equal([]);
     expect(((await api('/api/triggers')).body.triggers as unknown[]).length).to.equal(before);
@@ -257,6 +257,17 @@ describe('mesh: the hub page and its API (hub --http, node processes, mosquitto,
     expect(cancelled.body.status).to.equal('cancelled');
     const answers = cancelled.body.cancelAnswers as { node: string; status: string }[];
     expect(answers.filter((a) => a.status === 'cancelled').map((a) => a.node).sort()).to.deep.equal(NODES);
+  });
+
+  it('POST /api/identify blinks one node a few times (the others get nothing)', async () => {
+    const started = await post('/api/identify', { node: 'n1', line: 17 });
+    expect(started.status, JSON.stringify(started.body)).to.equal(202);
+    expect(started.body.nodes).to.deep.equal(['n1']);
+    const id = started.body.id as string;
+    await waitFor(async () => ((await api(`/api/triggers/${id}`)).body.acked as number) === 1, 10_000, 'the ack of n1');
+    const detail = (await api(`/api/triggers/${id}`)).body as { kind: string; targets: string[]; rows: { node: string; expectedFires: number }[] };
+    expect(detail.kind).to.equal('identify');
+    expect(detail.rows.map((r) => [r.node, r.expectedFires])).to.deep.equal([['n1', 6]]);
   });
 
   it('the page lists every node with its state (online, synchronized; the stale stranger offline)', async function () {
