@@ -236,7 +236,8 @@ export class DashboardServer {
 
   private events(req: IncomingMessage, res: ServerResponse): void {
     if (this.streams.size >= MAX_STREAMS) throw new HttpError(503, 'busy', `${MAX_STREAMS} pages are already open on this hub`);
-    res.writeHead(200, { ...this.securityHeaders(), 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
+    // X-Accel-Buffering: nginx (the README's reverse proxy) passes the stream through instead of holding it.
+    res.writeHead(200, { ...this.securityHeaders(), 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     // The browser reconnects by itself after 2 s if the stream drops (a hub restart): the page keeps refreshing.
     res.write(`retry: 2000\nevent: history\ndata: ${json(this.o.board.history())}\n\n`);
     res.write(`event: state\ndata: ${json(this.snapshot())}\n\n`);
