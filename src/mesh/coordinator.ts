@@ -48,6 +48,8 @@ export interface TriggerRequest {
   /** Wait for reports (default true). */
   collect?: boolean;
   progress?: (line: string) => void;
+  /** Called once the trigger is out (the hub's page turns "waiting for the gate" into "pending"). */
+  onPublished?: (published: { triggerId: string; startNs: bigint; leadMs: number; targets: string[] }) => void;
 }
 
 export interface TriggerResult {
@@ -133,6 +135,20 @@ export class Coordinator {
     }
   }
 
+  /** What has come back for a trigger so far (copies): a running trigger's live view. */
+  progressOf(triggerId: string): { acks: AckMessage[]; reports: ReportMessage[] } | undefined {
+    const acks = this.acks.get(triggerId);
+    if (!acks) return undefined;
+    return { acks: [...acks.values()], reports: [...(this.reports.get(triggerId)?.values() ?? [])] };
+  }
+
+  /** Drops what is kept for a finished trigger: a long-running hub runs many, a one-shot CLI one. */
+  forget(triggerId: string): void {
+    this.acks.delete(triggerId);
+    this.ackTimes.delete(triggerId);
+    this.reports.delete(triggerId);
+  }
+
   /** Round trip to the broker (a QoS 1 publish until its PUBACK), ms. */
   async brokerRttMs(): Promise<number> {
     const start = monotonicMs();
@@ -215,6 +231,7 @@ export class Coordinator {
     const publishedMs = monotonicMs();
     const topic = request.nodes?.length === 1 ? this.o.topics.node(request.nodes[0]!, 'trigger') : this.o.topics.trigger;
     await this.o.session.publish(topic, JSON.stringify(wire), { qos: 1, retain: request.retain ?? false });
+    request.onPublished?.({ triggerId: id, startNs, leadMs, targets });
 
     const acks = this.acks.get(id)!;
     const reports = this.reports.get(id)!;

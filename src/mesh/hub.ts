@@ -10,6 +10,8 @@ import { NtpServer, type NtpServerOptions } from '../ntp/server.js';
 import { MqttSession, type MqttSessionOptions } from './mqtt-session.js';
 import { NodeDirectory, type NodeView } from './presence.js';
 import type { Topics } from './topics.js';
+import { Coordinator } from './coordinator.js';
+import type { KeyRing } from './signing.js';
 
 export interface MeshHubOptions {
   topics: Topics;
@@ -18,18 +20,29 @@ export interface MeshHubOptions {
   /** NTP server settings (port, bind, allow, keys); undefined: do not serve time. */
   ntp?: Omit<NtpServerOptions, 'timescale'>;
   onNode?: (view: NodeView) => void;
+  /**
+   * Triggers from the hub itself (its page): a Coordinator on the hub's own
+   * session and directory, the same one `lockstep trigger` runs.
+   */
+  control?: { keys?: KeyRing; keyId?: string };
+  /** Also hear every ack and fire report (the page's "last trigger" of each node, whoever sent it). */
+  watchTriggers?: boolean;
 }
 
 export class MeshHub {
   readonly directory: NodeDirectory;
   readonly session: MqttSession;
+  readonly coordinator: Coordinator | undefined;
   private server: NtpServer | undefined;
   ntpAddress: { address: string; port: number } | undefined;
 
   constructor(private readonly o: MeshHubOptions) {
     this.directory = new NodeDirectory(o.topics, () => (o.timescale.synchronized ? o.timescale.nowNs() : undefined));
     this.session = new MqttSession({ ...o.mqtt, clientId: o.mqtt.clientId ?? `lockstep-hub-${process.pid}` });
-    this.session.onMessage((topic, payload) => this.directory.handle(topic, payload));
+    if (o.control) {
+      // The coordinator feeds the directory with the states it receives: one handler, not two.
+      this.coordinator = new Coordinator({ session: this.session, topics: o.topics, directory: this.directory, timescale: o.timescale, ...o.control });
+    } else this.session.onMessage((topic, payload) => this.directory.handle(topic, payload));
     if (o.onNode) this.directory.onChange(o.onNode);
   }
 
@@ -38,13 +51,24 @@ export class MeshHub {
       this.server = new NtpServer({ ...this.o.ntp, timescale: this.o.timescale });
       this.ntpAddress = await this.server.start();
     }
-    const subscribe = () => this.session.subscribe([this.o.topics.allNodes('state')]).catch(() => undefined);
+    const t = this.o.topics;
+    const filters = this.coordinator || this.o.watchTriggers ? [t.allNodes('state'), t.allNodes('ack'), t.allNodes('report')] : [t.allNodes('state')];
+    const subscribe = () => this.session.subscribe(filters).catch(() => undefined);
     this.session.onConnect(() => void subscribe());
     if (this.session.connected) await subscribe();
   }
 
+  get topics(): Topics {
+    return this.o.topics;
+  }
+
   ntpStats(): ReturnType<NtpServer['stats']> | undefined {
     return this.server?.stats();
+  }
+
+  /** What the hub's NTP replies say about its time now (stratum, reference, bound); undefined without NTP. */
+  ntpReference(): ReturnType<NtpServer['reference']> | undefined {
+    return this.server?.running ? this.server.reference() : undefined;
   }
 
   async stop(): Promise<void> {

@@ -20,6 +20,8 @@ const MESSAGE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$/;
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const DECIMAL_NS = /^-?\d{1,19}$/;
 const INT64_MAX = 9_223_372_036_854_775_807n;
+/** Free-text state fields (warnings, source errors) are cut to this: they are shown, never parsed. */
+const MAX_TEXT = 200;
 
 /** Why a trigger (or cancel) was not scheduled: the `reason` of a rejected ack. */
 export type RejectReason =
@@ -140,6 +142,10 @@ export interface SourceSummary {
   delayNs: number;
   offsetNs: number;
   jitterNs: number;
+  /** Current poll interval, s (optional: older nodes do not send it). */
+  pollSeconds?: number;
+  /** Why this source is not usable now (no reply, KoD, resolution), one line. */
+  lastError?: string;
 }
 
 export interface StateMessage {
@@ -166,6 +172,20 @@ export interface StateMessage {
   pending?: number;
   actions?: string[];
   signing?: boolean;
+  /** The node's lockstep version: the hub's page highlights a group that mixes versions. */
+  version?: string;
+  /**
+   * This node's disciplined UTC minus its selected NTP server's (the hub's),
+   * ns, at its last sample: how far apart the two clocks are, as the node
+   * measured. Absent on system-clock nodes.
+   */
+  hubOffsetNs?: number;
+  /** Rejected triggers since the node started, by reason. */
+  rejections?: Record<string, number>;
+  /** Things an operator should look at, one line each (bounded, short). */
+  warnings?: string[];
+  /** The longest interval between two state publications of this node (#13's contract), ms. */
+  statePeriodMs?: number;
 }
 
 export type MeshMessage = TriggerMessage | CancelMessage | AckMessage | ReportMessage | StateMessage;
@@ -420,6 +440,8 @@ function sources(o: Record<string, unknown>): SourceSummary[] | undefined {
       delayNs: num(s, 'delayNs'),
       offsetNs: num(s, 'offsetNs'),
       jitterNs: num(s, 'jitterNs'),
+      ...(s.pollSeconds !== undefined ? { pollSeconds: num(s, 'pollSeconds', { min: 0 }) } : {}),
+      ...(s.lastError !== undefined ? { lastError: str(s, 'lastError').slice(0, MAX_TEXT) } : {}),
     };
   });
 }
@@ -454,10 +476,35 @@ export function decodeState(o: Record<string, unknown>): ParseResult<StateMessag
         pending: optNum(o, 'pending', { integer: true, min: 0 }),
         actions: actions as string[] | undefined,
         signing: o.signing as boolean | undefined,
+        version: o.version === undefined ? undefined : str(o, 'version').slice(0, 64),
+        hubOffsetNs: optNum(o, 'hubOffsetNs'),
+        rejections: rejectionCounts(o),
+        warnings: warningList(o),
+        statePeriodMs: optNum(o, 'statePeriodMs', { min: 1 }),
       });
     },
     () => o.node,
   );
+}
+
+/** Optional state fields of the dashboard era: absent from older nodes, ignored by older hubs. */
+function rejectionCounts(o: Record<string, unknown>): Record<string, number> | undefined {
+  const v = o.rejections;
+  if (v === undefined) return undefined;
+  if (!isObject(v) || Object.keys(v).length > 32) fail(`'rejections' must be an object of counts`);
+  const out: Record<string, number> = {};
+  for (const [k, n] of Object.entries(v)) {
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) fail(`'rejections.${k.slice(0, 40)}' must be a count`);
+    out[k.slice(0, MAX_TEXT)] = n;
+  }
+  return out;
+}
+
+function warningList(o: Record<string, unknown>): string[] | undefined {
+  const v = o.warnings;
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.length > 16 || !v.every((x) => typeof x === 'string')) fail(`'warnings' must be up to 16 strings`);
+  return (v as string[]).map((w) => w.slice(0, MAX_TEXT));
 }
 
 /** Parses bytes into a message of the expected type, or a reason. */

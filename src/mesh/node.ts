@@ -36,6 +36,7 @@ import {
 import { KeyRing, ReplayGuard, verifyWire } from './signing.js';
 import { MqttSession, type MqttSessionOptions } from './mqtt-session.js';
 import { StateFile, emptyState, type NodeStateData, type PendingTrigger } from './state-file.js';
+import { LOCKSTEP_VERSION } from './version.js';
 
 /** What the node says about its clock in its state message. */
 export interface SyncSnapshot {
@@ -50,6 +51,10 @@ export interface SyncSnapshot {
   /** NTP: the selected server's own root distance, part of errorBoundNs shared with its other clients. */
   sourceDistanceNs?: number;
   sources: SourceSummary[];
+  /** NTP: this clock minus the selected server's at the last sample, ns (the hub's page plots it). */
+  hubOffsetNs?: number;
+  /** Conditions an operator should see (an unreachable server, a stepped clock), one line each. */
+  warnings?: string[];
 }
 
 export interface MeshNodeOptions {
@@ -263,6 +268,10 @@ export class MeshNode {
       pending: this.running.size + this.restoring.length,
       actions: [...this.allowKinds],
       signing: this.requireSignature,
+      version: LOCKSTEP_VERSION,
+      ...(s.hubOffsetNs !== undefined && Number.isFinite(s.hubOffsetNs) ? { hubOffsetNs: Math.round(s.hubOffsetNs) } : {}),
+      ...(this.rejections.size ? { rejections: this.rejectionCounts() } : {}),
+      ...(s.warnings?.length ? { warnings: s.warnings.slice(0, 8) } : {}),
     };
   }
 

@@ -31,6 +31,7 @@ import { lowerTimerSlack, readTimerSlackNs } from '../../src/schedule/process-tu
 import { Cluster } from '../../src/cli/mesh/cluster.js';
 import { quantiles, type Quantiles, TRUE_SPREAD_LABEL, CLOCK_SPREAD_LABEL } from '../../src/mesh/spread.js';
 import { formatNs } from '../../src/mesh/readiness.js';
+import { writeSvg, benchResultPath } from './svg-plot.js';
 
 const NODES = 10;
 const TRIGGERS = Number(process.env.LOCKSTEP_BENCH_TRIGGERS ?? 20);
@@ -119,6 +120,7 @@ async function runMode(wifi: boolean, nodes = NODES, settleMs = 0): Promise<Mode
     await cluster.stop();
   }
   const out: ModeResult = { mode: modeName(wifi, nodes, settleMs), triggers: TRIGGERS, syncSeconds, missing };
+  if (nodes > 1) perEdge.set(out.mode, { trueSpreadNs: trueSpreads, clockSpreadNs: clockSpreads }); // one node has no spread
   const put = <K extends keyof ModeResult>(k: K, v: ModeResult[K] | undefined) => {
     if (v !== undefined) out[k] = v;
   };
@@ -130,6 +132,26 @@ async function runMode(wifi: boolean, nodes = NODES, settleMs = 0): Promise<Mode
   put('allAcksMs', quantiles(acks));
   put('latenessNs', quantiles(lateness));
   return out;
+}
+
+/** Every edge's spreads per mode, for the plots (the JSON keeps quantiles only). */
+const perEdge = new Map<string, { trueSpreadNs: number[]; clockSpreadNs: number[] }>();
+
+/** Per-edge spread distributions, one curve per mode: the fire spread, and the clocks' agreement alone. */
+function plotSpreads(): string[] {
+  const modes = [...perEdge].filter(([, v]) => v.trueSpreadNs.length > 0);
+  if (modes.length === 0) return [];
+  const subtitle = `${TRIGGERS} triggers per mode, every edge (on and off) of a 50 ms pulse; one ${cpus().length}-core machine, load ${loadavg()[0]!.toFixed(2)}`;
+  return [
+    writeSvg(benchResultPath('mesh-fire-spread.svg'), {
+      kind: 'cdf', logX: true, unit: 'ns', title: `${TRUE_SPREAD_LABEL} per edge across nodes (simulated LEDs)`, subtitle,
+      xLabel: 'max − min of the true instants, per edge (log)', series: modes.map(([mode, v]) => ({ label: mode, values: v.trueSpreadNs })),
+    }),
+    writeSvg(benchResultPath('mesh-clock-spread.svg'), {
+      kind: 'cdf', logX: true, unit: 'ns', title: `${CLOCK_SPREAD_LABEL} per edge (when each clock read the instant)`, subtitle,
+      xLabel: 'max − min across nodes, per edge (log)', series: modes.filter(([, v]) => v.clockSpreadNs.length > 0).map(([mode, v]) => ({ label: mode, values: v.clockSpreadNs })),
+    }),
+  ];
 }
 
 function modeName(wifi: boolean, nodes: number, settleMs: number): string {
@@ -259,6 +281,7 @@ export async function run(): Promise<unknown> {
       `\nown fire latency: true fire − the clock's reading of the instant, per report.` +
       '\ntargets: true spread p99 ≤ 100 µs loopback, ≤ 1 ms wifi; trigger→all acks p99 ≤ 50 ms.',
   );
+  for (const path of plotSpreads()) console.log(`(plot ${path})`);
   const slack = process.env.LOCKSTEP_BENCH_SLACK === '0' ? undefined : await timerSlackEffect();
   if (slack) {
     console.log('\ntimer slack, one process (Atomics.wait(1 ms) oversleep; a scheduler firing every 5 ms: lateness, learnt spin margin, CPU spun per fire):');

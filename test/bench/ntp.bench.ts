@@ -35,6 +35,7 @@ import { startChronydServer, haveChronyd, chronydPath, type ChronydServer } from
 import { freeUdpPort } from '../support/ports.js';
 import { start as startProcess, stopByPidFile, track, waitFor } from '../support/processes.js';
 import { CLI_PATH } from '../support/cli.js';
+import { writeSvg, benchResultPath } from './svg-plot.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -168,6 +169,24 @@ async function startChronydClient(relayPort: number): Promise<{ port: number; st
   };
 }
 
+/** The relay case's error over time (for the plot; the JSON keeps the percentiles). */
+let relaySeries: { ours: Array<{ t: number; errorUs: number }>; chronyd: Array<{ t: number; errorUs: number }> } | undefined;
+
+function plotRelay(): string | undefined {
+  if (!relaySeries) return undefined;
+  return writeSvg(benchResultPath('ntp-relay-error.svg'), {
+    kind: 'line',
+    title: 'Error against truth through the Wi-Fi-like relay (1 ms + exp(3 ms) each way)',
+    subtitle: `same relay, same ${RELAY_POLL_SECONDS} s poll; steady window from ${RELAY_STEADY_FROM_SECONDS} s; load ${loadavg()[0]!.toFixed(2)}`,
+    xLabel: 'seconds since start',
+    yLabel: 'served time − truth (µs)',
+    series: [
+      { label: 'lockstep (embedded client)', points: relaySeries.ours.map((e) => [e.t, e.errorUs]) },
+      { label: 'chronyd -x (queried every 0.5 s)', points: relaySeries.chronyd.map((e) => [e.t, e.errorUs]), markers: true },
+    ],
+  });
+}
+
 interface RelayResult {
   oursP50Us: number;
   oursP99Us: number;
@@ -216,6 +235,7 @@ async function relayCase(server: ChronydServer, onTheSide: () => Promise<void>):
   await client.stop();
   await chronydClient.stop();
   await relay.stop();
+  relaySeries = { ours, chronyd };
   const steadyOurs = ours.filter((e) => e.t >= RELAY_STEADY_FROM_SECONDS).map((e) => Math.abs(e.errorUs));
   const steadyChronyd = chronyd.filter((e) => e.t >= RELAY_STEADY_FROM_SECONDS).map((e) => Math.abs(e.errorUs));
   return {
@@ -304,6 +324,8 @@ export async function run(): Promise<unknown> {
     console.log(`${'case'.padEnd(width)}  ${'measured'.padEnd(valueWidth)}  target`);
     for (const r of rows) console.log(`${r.case.padEnd(width)}  ${r.value.padEnd(valueWidth)}  ${r.target}`);
     console.log(`\n(load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; the relay runs in its own process.)`);
+    const plot = plotRelay();
+    if (plot) console.log(`(plot ${plot})`);
     return {
       loopback: a,
       loopbackNegative: b,

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -25,10 +25,14 @@ describe('cli: the packed package installs without scripts and runs', function (
     const paths = packed!.files.map((f) => f.path);
     expect(paths).to.include('dist/src/cli/main.js');
     expect(paths.some((p) => p.startsWith('dist/hardware/'))).to.equal(true);
+    // The hub's page: static files shipped beside the compiled server (npm run build copies them).
+    expect(paths).to.include.members(['dist/src/mesh/web/index.html', 'dist/src/mesh/web/app.js', 'dist/src/mesh/web/style.css']);
     expect(paths.filter((p) => p.endsWith('.ts') && !p.endsWith('.d.ts')), 'no sources').to.deep.equal([]);
     expect(paths.filter((p) => p.startsWith('dist/test/')), 'no tests').to.deep.equal([]);
     const prefix = join(dir, 'prefix');
     await run('npm', ['install', '-g', '--prefix', prefix, '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', join(dir, packed!.filename)], { timeout: 90_000 });
+    // uPlot comes as a dependency: the page loads it from node_modules.
+    expect(existsSync(join(prefix, 'lib', 'node_modules', 'lockstep', 'node_modules', 'uplot', 'dist', 'uPlot.iife.min.js')), 'uplot installed').to.equal(true);
     const help = await run(join(prefix, 'bin', 'lockstep'), ['--help'], { timeout: 20_000 });
     expect(help.stdout).to.match(/^usage: lockstep COMMAND/);
     // Real work, not only the front page: the scheduler and the WHEN parser (luxon) run.

@@ -14,6 +14,8 @@ import { resultJson } from '../../mesh/coordinator.js';
 import { NotReadyError, formatNs } from '../../mesh/readiness.js';
 import { quantiles, TRUE_SPREAD_LABEL, CLOCK_SPREAD_LABEL } from '../../mesh/spread.js';
 import { cpus } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { startDashboard, httpAddress, DEFAULT_HTTP, type RunningDashboard } from '../mesh/dashboard.js';
 
 const help = `usage: lockstep demo [--nodes 10] [--wifi] [--json]
 
@@ -34,7 +36,9 @@ everything it started, also on Ctrl-C.
   --settle DUR         let the nodes' NTP filters fill this long before the gate (default 0; 15s with
                        --wifi: the first samples through a jittery path are the worst)
   --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
-  --json               the result as one JSON object on stdout`;
+  --json               the result as one JSON object on stdout
+  --http [HOST:PORT]   also serve the hub's page (default ${DEFAULT_HTTP}) and keep the hub and the nodes
+                       running after the train until Ctrl-C; the page's token is printed (a fresh one each run)`;
 
 /**
  * After a signal, the longest the graceful stop may take before the demo exits anyway (node
@@ -47,6 +51,7 @@ const DEFAULT_DEMO_NICE = -5;
 export const command: Command = {
   help,
   async run(argv) {
+    argv = argv.map((a, i) => (a === '--http' && (i === argv.length - 1 || argv[i + 1]!.startsWith('-')) ? `--http=${DEFAULT_HTTP}` : a));
     const { values, positionals } = parseCommandArgs(argv, {
       nodes: { type: 'string' },
       wifi: { type: 'boolean' },
@@ -56,7 +61,9 @@ export const command: Command = {
       nice: { type: 'string' },
       spin: { type: 'string' },
       settle: { type: 'string' },
+      http: { type: 'string' },
     });
+    const http = values.http !== undefined ? httpAddress(values.http) : undefined;
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const nodes = values.nodes ? numberOption('nodes', values.nodes, { min: 1, max: 50, integer: true }) : 10;
     const blinks = values.blinks ? numberOption('blinks', values.blinks, { min: 1, max: 100, integer: true }) : 10;
@@ -69,7 +76,8 @@ export const command: Command = {
     const nice = values.nice === undefined ? DEFAULT_DEMO_NICE : numberOption('nice', values.nice, { min: -20, max: 19, integer: true });
     // Checked here: a value the nodes refuse would leave the gate waiting for nodes that already exited.
     if (values.spin !== undefined && values.spin.trim() !== '0') durationNsOption('spin', values.spin);
-    const cluster = new Cluster({ nodes, wifi, nice, spin: values.spin });
+    const cluster = new Cluster({ nodes, wifi, nice, spin: values.spin, hubControl: !!http });
+    let dashboard: RunningDashboard | undefined;
     let interrupted = false;
     // One stop, whoever asks first (a signal, or the end of the run); a signal during it waits for it.
     let stopping: Promise<void> | undefined;
@@ -85,13 +93,19 @@ export const command: Command = {
       interrupted = true;
       say('\ninterrupted: stopping everything the demo started');
       setTimeout(() => process.exit(130), STOP_DEADLINE_MS).unref();
-      void stopCluster().finally(() => process.exit(130));
+      void (dashboard?.stop() ?? Promise.resolve()).then(stopCluster).finally(() => process.exit(130));
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     const t0 = Date.now();
     try {
       await cluster.start();
+      if (http) {
+        // A fresh secret each run, printed: the demo is on this machine, whoever reads the terminal may fire.
+        const token = randomBytes(12).toString('hex');
+        dashboard = await startDashboard({ hub: cluster.hub!, timescale: cluster.timescale, brokerUrl: cluster.broker.url, gateThresholdNs: readyWithinNs, token, ...http });
+        process.stderr.write(`page: ${dashboard.url}  token: ${token}\n`);
+      }
       say(`broker ${cluster.broker.url} (pid ${cluster.broker.pid}); hub NTP on 127.0.0.1:${cluster.ntpPort}${wifi ? ' behind the Wi-Fi relay' : ''}; ${nodes} node processes:`);
       for (const n of cluster.nodes) say(`  ${n.id}  pid ${n.child.pid}  clock off by ${n.offsetSeconds >= 0 ? '+' : ''}${n.offsetSeconds.toFixed(3)} s, drifting ${n.driftPpm >= 0 ? '+' : ''}${n.driftPpm} ppm`);
       const settleMs = Number(durationNsOption('settle', values.settle ?? (wifi ? '15s' : '0s')) / 1_000_000n);
@@ -130,6 +144,10 @@ export const command: Command = {
         process.stdout.write(`\n(${((Date.now() - t0) / 1000).toFixed(1)} s; a shared 2-core machine makes the worst cases worse than a Pi each running one node)\n`);
       }
       const ok = result.rows.every((r) => r.ack === 'scheduled' && r.fires === blinks);
+      if (dashboard && !interrupted) {
+        process.stderr.write(`\nthe hub and the nodes keep running for the page at ${dashboard.url} (Ctrl-C stops everything)\n`);
+        await new Promise<never>(() => undefined); // the signal handler stops the cluster and exits
+      }
       return ok ? 0 : EXIT_FAILURE;
     } catch (error) {
       if (error instanceof NotReadyError) {

@@ -2,19 +2,21 @@
  * `lockstep hub`: the long-running side of the mesh. Serves time to the
  * nodes (embedded NTP server) and watches the group: presence and sync
  * quality from the nodes' retained states. Triggers come from
- * `lockstep trigger`, which talks to the broker itself.
+ * `lockstep trigger`, which talks to the broker itself, or, with --http and
+ * a token, from the hub's page (through the same Coordinator).
  */
 import type { Command } from '../command.js';
 import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
 import { UsageError } from '../errors.js';
-import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom } from '../mesh/options.js';
+import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom, keysFrom } from '../mesh/options.js';
 import { openServedClock } from '../served-clock.js';
 import { loadKeyFile } from '../../ntp/auth.js';
 import { MeshHub } from '../../mesh/hub.js';
 import { formatNs } from '../../mesh/readiness.js';
 import type { NodeView } from '../../mesh/presence.js';
+import { startDashboard, httpAddress, readTokenFile, DEFAULT_HTTP } from '../mesh/dashboard.js';
 
-const help = `usage: lockstep hub [--ntp-port 123] [--allow CIDR]... [options]
+const help = `usage: lockstep hub [--ntp-port 123] [--allow CIDR]... [--http [HOST:PORT] [--http-token-file FILE]] [options]
 
 Serves time to the nodes (NTP on --ntp-port) and prints the group's nodes as
 their state changes: online/offline, synchronized, offset, error bound.
@@ -31,6 +33,14 @@ Send triggers with 'lockstep trigger' (any machine that reaches the broker).
                          and refreshed, so its bound does not grow with uptime. Every node that syncs to
                          the hub inherits this bound; the readiness gate leaves that shared part out
   --json                 one JSON line per node state change on stdout
+
+the page (off unless --http is given):
+  --http [HOST:PORT]     serve the live page and its JSON API (default ${DEFAULT_HTTP}; 0.0.0.0:8080 for the LAN,
+                         behind a TLS reverse proxy beyond it)
+  --http-token-file FILE the page may fire, cancel and identify with this secret (one line, ≥ 16 characters),
+                         sent as Authorization: Bearer TOKEN; without it the page is read-only
+  --ready-within DUR     the page's readiness threshold (counts, gate; default 1ms)
+  --key-id ID            sign the page's triggers with this key from --keys (default the first)
 ${MQTT_HELP}`;
 
 /**
@@ -52,6 +62,8 @@ export function describeNode(v: NodeView): string {
 export const command: Command = {
   help,
   async run(argv) {
+    // --http alone (last, or followed by another flag) means the default address.
+    argv = argv.map((a, i) => (a === '--http' && (i === argv.length - 1 || argv[i + 1]!.startsWith('-')) ? `--http=${DEFAULT_HTTP}` : a));
     const { values, positionals } = parseCommandArgs(argv, {
       ...MQTT_OPTIONS,
       'ntp-port': { type: 'string' },
@@ -61,6 +73,10 @@ export const command: Command = {
       'no-ntp': { type: 'boolean' },
       'system-error': { type: 'string' },
       json: { type: 'boolean' },
+      http: { type: 'string' },
+      'http-token-file': { type: 'string' },
+      'ready-within': { type: 'string' },
+      'key-id': { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     const topics = topicsFrom(values);
@@ -74,6 +90,12 @@ export const command: Command = {
         throw new UsageError(`--ntp-keys: ${(error as Error).message}`);
       }
     }
+    const http = values.http !== undefined ? httpAddress(values.http) : undefined;
+    if (values['http-token-file'] && !http) throw new UsageError('--http-token-file needs --http');
+    const token = values['http-token-file'] ? readTokenFile(values['http-token-file']) : undefined;
+    const gateThresholdNs = Number(durationNsOption('ready-within', values['ready-within'] ?? '1ms'));
+    const keys = keysFrom(values);
+    if (values['key-id'] && !keys?.get(values['key-id'])) throw new UsageError(`--key-id ${values['key-id']}: no such key in --keys`);
     const systemErrorNs = values['system-error'] ? Number(durationNsOption('system-error', values['system-error'])) : DEFAULT_HUB_ERROR_NS;
     // Our time: the system clock followed through steps and refreshed (served-clock.ts), as serve-time does.
     const served = await openServedClock({ errorBoundNs: systemErrorNs, useChrony: values['system-error'] === undefined });
@@ -84,6 +106,9 @@ export const command: Command = {
       mqtt,
       timescale,
       ntp: values['no-ntp'] ? undefined : { port, bind: values['ntp-bind'], allow: values.allow, keys: ntpKeys, upstream: served.upstream },
+      // The page fires through the hub's own coordinator only when it may (a token); otherwise it only watches.
+      watchTriggers: !!http,
+      ...(token ? { control: { keys, keyId: values['key-id'] ?? keys?.ids()[0] } } : {}),
       onNode: (view) => {
         if (values.json) {
           process.stdout.write(JSON.stringify(view.state, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
@@ -105,11 +130,27 @@ export const command: Command = {
       throw error;
     }
     process.stderr.write(`lockstep hub: ${hub.ntpAddress ? `serving ${served.describe()} on ${hub.ntpAddress.address}:${hub.ntpAddress.port}, ` : ''}watching ${topics.prefix}/ on ${mqtt.url}\n`);
+    let dashboard: Awaited<ReturnType<typeof startDashboard>> | undefined;
+    if (http) {
+      try {
+        dashboard = await startDashboard({ hub, timescale, brokerUrl: mqtt.url, gateThresholdNs, token, ...http });
+      } catch (error) {
+        await hub.stop();
+        await served.stop();
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EADDRINUSE') throw new UsageError(`--http ${values.http}: the port is in use`);
+        if (code === 'EACCES') throw new UsageError(`--http ${values.http}: the port needs privilege (use one above 1023)`);
+        if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UsageError(`--http ${values.http}: no such local address`);
+        throw error;
+      }
+      process.stderr.write(`lockstep hub: page on ${dashboard.url} (${token ? 'controls need the token' : 'read-only: no --http-token-file'})\n`);
+    }
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
     });
     lastLine = new Map();
+    await dashboard?.stop();
     await hub.stop();
     await served.stop();
     return 0;

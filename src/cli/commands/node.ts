@@ -159,7 +159,16 @@ export const command: Command = {
           delayNs: Math.round(s.delaySeconds * 1e9),
           offsetNs: Math.round(s.offsetSeconds * 1e9),
           jitterNs: Math.round(s.jitterSeconds * 1e9),
+          pollSeconds: s.pollSeconds,
+          ...(s.lastError ? { lastError: s.lastError } : {}),
         }));
+        // Our clock minus the selected server's at the last sample (like chrony's "last offset"): exact for a node
+        // that follows one server (its hub); with several, the selected one's newest sample may be a poll older.
+        const selected = status.sources.find((s) => s.state === 'selected');
+        if (selected && status.lastSampleRawNs !== undefined && timescale.synchronized) {
+          snapshot.hubOffsetNs = Number(timescale.offsetNs(status.lastSampleRawNs)) - selected.offsetSeconds * 1e9;
+        }
+        snapshot.warnings = status.sources.filter((s) => s.lastError).map((s) => `NTP ${s.address}: ${s.lastError}`);
       }
       return snapshot;
     };

@@ -40,6 +40,8 @@ export interface ClusterOptions {
   nodeArgs?: string[];
   keys?: KeyRing;
   keyId?: string;
+  /** The hub also runs its own coordinator and hears every ack and report (the demo's --http page). */
+  hubControl?: boolean;
   /** Node stderr goes here (default: dropped unless LOCKSTEP_DEMO_DEBUG is set). */
   onNodeLog?: (id: string, line: string) => void;
 }
@@ -123,6 +125,7 @@ export class Cluster {
       mqtt: { url: this.broker.url, clientId: `lockstep-demo-hub-${process.pid}` },
       timescale: this.timescale,
       ntp: { port: 0, bind: '127.0.0.1', rateLimit: false },
+      ...(this.o.hubControl ? { control: { keys: this.o.keys, keyId: this.o.keyId }, watchTriggers: true } : {}),
     });
     await this.hub.start();
     this.ntpPort = this.hub.ntpAddress!.port;
