@@ -5,6 +5,7 @@
  */
 import { UsageError, EXIT_FAILURE, EXIT_USAGE } from './errors.js';
 import type { Command } from './command.js';
+import { compileEagerly, readyProcess } from '../schedule/warm-up.js';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ command: Command }> }> = {
   query: { summary: 'measure the offset to NTP servers once, like ntpdig', load: () => import('./commands/query.js') },
@@ -53,14 +54,15 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`lockstep: unknown command '${name}'\n\n${mainHelp()}\n`);
     return EXIT_USAGE;
   }
-  const { command } = await entry.load();
-  if (rest.includes('--help') || rest.includes('-h')) {
-    const split = rest.indexOf('--');
-    const helpAt = Math.max(rest.indexOf('--help'), rest.indexOf('-h'));
-    if (split === -1 || helpAt < split) {
-      process.stdout.write(command.help.trimEnd() + '\n');
-      return 0;
-    }
+  const split = rest.indexOf('--');
+  const helpAt = Math.max(rest.indexOf('--help'), rest.indexOf('-h'));
+  const helpOnly = helpAt !== -1 && (split === -1 || helpAt < split);
+  // A command that will fire: its code compiled as it loads, none at an instant (src/schedule/warm-up.ts).
+  if (!helpOnly) readyProcess();
+  const { command } = helpOnly ? await entry.load() : await compileEagerly(entry.load);
+  if (helpOnly) {
+    process.stdout.write(command.help.trimEnd() + '\n');
+    return 0;
   }
   try {
     return await command.run(rest);

@@ -5,6 +5,7 @@ import { UsageError, EXIT_OK } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
 import { fireJson, fireLine, skipJson, skipLine, stepJson, stepLine } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
+import { rehearseStart, startExtras } from './at.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { CronPatternError } from '../../schedule/errors.js';
@@ -76,11 +77,13 @@ export const command: Command = {
         }
       });
       try {
-        scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap }, (report) => {
-          const firedHrNs = process.hrtime.bigint();
-          const spawned = prepared.start(); // the first thing at the instant
+        const raw = clock.timescale.clock;
+        const rehearse = (report: { plannedNs: bigint }) => rehearseStart(raw, () => prepared.rehearse(report.plannedNs));
+        scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap, rehearse }, (report) => {
+          const first = { rawNs: raw.nowNs(), hrNs: process.hrtime.bigint() };
+          const spawned = prepared.start(report.plannedNs); // the first thing at the instant
           running.add(spawned);
-          const extras = { spawnLatencyNs: Number(spawned.spawnedHrNs - firedHrNs), pid: spawned.child.pid ?? -1 };
+          const extras = startExtras(report, first, spawned);
           if (values.json) process.stdout.write(fireJson(report, extras) + '\n');
           else if (!values.quiet) say(fireLine(report, extras));
           if (report.index + 1 >= count) scheduler.stop();
@@ -110,6 +113,7 @@ export const command: Command = {
       return EXIT_OK;
     } finally {
       scheduler.stop();
+      prepared.dispose();
       await clock.close();
     }
   },

@@ -176,6 +176,7 @@ function micro(ns: number): string {
 function fireLine(r: ActionFireReport, trueErrorNs: number | undefined): string {
   const what = r.level !== undefined ? `#${r.index} ${r.level ? 'on ' : 'off'}` : `#${r.index}`;
   const parts = [`${r.kind} ${what} at ${formatUtcNs(r.actualNs)}`, `late ${micro(r.latenessNs)}`];
+  if (r.actionLatenessNs !== undefined) parts.push(`at the actuator ${micro(r.actionLatenessNs)}`);
   parts.push(Number.isFinite(r.errorBoundNs) ? `clock ±${micro(r.errorBoundNs)}` : 'clock unsynchronized');
   if (r.leadNs) parts.push(`lead ${micro(r.leadNs)} (target ${formatUtcNs(r.targetNs)})`);
   if (r.outcome?.costNs !== undefined) parts.push(`fire() ${micro(r.outcome.costNs)}`);
