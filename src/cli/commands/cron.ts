@@ -14,6 +14,12 @@ const help = `usage: lockstep cron 'EXPR' [--tz ZONE] [--overlap skip|allow] [--
 
 Runs CMD on a cron schedule with a seconds field, each start on time to the
 microsecond (a crontab starts jobs up to a second late, only on whole minutes).
+Each run is released at its tick from a /bin/sh helper forked in advance (the
+next one ~20 ms after each start), so a tick costs a write and an exec, not a
+fork of Node. CMD gets LOCKSTEP_INSTANT_NS (its tick). What follows the exec is
+CMD's own start-up (a Python script: tens of ms): a program that must act at
+the tick itself should run continuously, or be started early with
+'lockstep at --early'.
 
 EXPR has six fields: second minute hour day-of-month month day-of-week
   '*/5 * * * * *'     every 5 seconds
