@@ -317,7 +317,8 @@ async function startRows(gcDir: string, stamp: string) {
     loop.push(stamps(l.stdout)[0]!.lateNs);
     sleepRow.push(stamps(s.stdout)[0]!.lateNs);
     gcPauses += a.pauses.length;
-    gcOverlaps += overlaps(a.pauses, [{ plannedNs: t, doneNs: aStamp.nowNs }]);
+    // lockstep's part ends when the helper is released: a pause after that does not delay the program.
+    gcOverlaps += overlaps(a.pauses, [{ plannedNs: t, doneNs: t + BigInt((report.actionLatenessNs as number) + (report.spawnLatencyNs as number)) }]);
   }
   return { at: quantiles(at), atReleased: quantiles(atReleased), shellLoop: quantiles(loop), sleepN: quantiles(sleepRow), gcPauses, gcOverlaps, failures };
 }
@@ -341,7 +342,7 @@ async function cronRow(gcDir: string, stamp: string) {
       ran.forEach((s, k) => perTick[k]!.push(s.lateNs));
       fires.forEach((f, k) => perTickReport[k]!.push(f.actionLatenessNs as number));
       gcPauses += r.pauses.length;
-      gcOverlaps += overlaps(r.pauses, fires.map((f, k) => ({ plannedNs: BigInt(f.plannedNs as string), doneNs: ran[k]!.nowNs })));
+      gcOverlaps += overlaps(r.pauses, fires.map((f) => ({ plannedNs: BigInt(f.plannedNs as string), doneNs: BigInt(f.plannedNs as string) + BigInt((f.actionLatenessNs as number) + (f.spawnLatencyNs as number)) })));
     }
   }
   return { programStart: perTick.map(quantiles), atAction: perTickReport.map(quantiles), gcPauses, gcOverlaps, failures };
