@@ -21,7 +21,7 @@ export function parseCommandArgs<O extends OptionSpec>(
   options: O,
 ): ParsedArgs<ReturnType<typeof parseArgs<{ options: O; strict: true; allowPositionals: true }>>['values']> {
   const split = argv.indexOf('--');
-  const head = split === -1 ? argv : argv.slice(0, split);
+  const head = attachValues(split === -1 ? argv : argv.slice(0, split), options);
   const rest = split === -1 ? [] : argv.slice(split + 1);
   try {
     const { values, positionals } = parseArgs({ args: head, options, strict: true, allowPositionals: true });
@@ -29,6 +29,35 @@ export function parseCommandArgs<O extends OptionSpec>(
   } catch (error) {
     throw new UsageError((error as Error).message.replace(/^TypeError \[[A-Z_]+\]: /, ''));
   }
+}
+
+/**
+ * A flag that takes a value takes the next argument, whatever it looks like,
+ * as GNU getopt does: `--nice -5`, `--sim-offset -1.5`. parseArgs alone
+ * refuses a value that starts with '-' ("argument is ambiguous"), so such
+ * pairs are joined into `--name=value` (and `-x value` into `--long=value`)
+ * before it sees them. A value flag given last is left alone: parseArgs then
+ * says its argument is missing.
+ */
+export function attachValues(args: string[], options: OptionSpec): string[] {
+  const takesValue = new Map<string, string>();
+  for (const [name, spec] of Object.entries(options)) {
+    if (spec.type !== 'string') continue;
+    takesValue.set(`--${name}`, name);
+    if (spec.short) takesValue.set(`-${spec.short}`, name);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const name = takesValue.get(arg);
+    if (name !== undefined && i + 1 < args.length) {
+      out.push(`--${name}=${args[i + 1]}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
 }
 
 export function durationNsOption(name: string, value: string): bigint {

@@ -1,18 +1,28 @@
 /**
  * A command made ready before its instant: the executable is looked up in
- * PATH and checked now, the spawn options are built now, so the instant does
- * one spawn() and nothing else (no PATH search, no option parsing).
+ * PATH and checked now, its environment merged now, and a helper process is
+ * forked now (hardware/launcher.ts) that only has to exec it: the instant
+ * costs a write to a pipe, the helper's wake-up and an exec, not a fork of
+ * Node (milliseconds).
  */
-import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
+import { Launcher } from '../../hardware/launcher.js';
 
 export interface Spawned {
+  /** The program's process (the helper became it); stdin/stdout/stderr streams when stdio is 'pipe'. */
   child: ChildProcess;
-  /** process.hrtime when spawn() returned: libuv returns once the child has exec'd. */
+  /**
+   * process.hrtime when the program was released: the go written to its
+   * pre-forked helper, which then execs it (~1 ms more for a small static
+   * program here); or, when no helper was ready, when spawn() returned.
+   */
   spawnedHrNs: bigint;
-  /** Resolves with the exit code (128 + signal number when killed by a signal). */
+  /** true: a pre-forked helper was released; false: it was spawned at the instant (no helper ready). */
+  preforked: boolean;
+  /** Resolves with the exit code (128 + signal number when killed by a signal; 127 when it could not start). */
   exited: Promise<number>;
 }
 
@@ -20,15 +30,23 @@ export interface PreparedCommand {
   readonly path: string;
   readonly args: readonly string[];
   readonly display: string;
-  /** instantNs: given to the child as LOCKSTEP_INSTANT_NS (the instant it was started for). */
+  /**
+   * Starts the program: the first thing to call at the instant. `instantNs`
+   * becomes its LOCKSTEP_INSTANT_NS. May be called again (cron): a new
+   * helper is forked ~20 ms after each start.
+   */
   start(instantNs?: bigint): Spawned;
-  /** Releases what was made ready in advance (nothing yet; #10's pre-forked process). */
+  /** start()'s path short of starting anything: for the scheduler's rehearse option (src/schedule/warm-up.ts). */
+  rehearse(instantNs?: bigint): void;
+  /** Ends the helper still waiting (no program is run). Idempotent. */
   dispose(): void;
 }
 
 export interface PrepareOptions {
-  /** 'pipe': the child's stdin/stdout/stderr are streams on Spawned.child (default 'inherit'). */
+  /** The program's stdin/stdout/stderr: ours (default) or pipes on Spawned.child. */
   stdio?: 'inherit' | 'pipe';
+  /** Only one start() will come (`lockstep at`): no helper is forked after it. */
+  once?: boolean;
 }
 
 function executable(path: string): boolean {
@@ -55,29 +73,34 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? ''
   throw new UsageError(`command '${command}' not found in PATH`);
 }
 
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15 };
-
-/** `extraEnv`: variables for the child on top of ours, merged now rather than at the instant. */
-export function prepareCommand(argv: string[], extraEnv?: Record<string, string>, prepareOptions: PrepareOptions = {}): PreparedCommand {
+/** Checks a command line now (a UsageError when it names nothing runnable) without forking anything. */
+export function checkCommand(argv: string[]): string {
   if (argv.length === 0) throw new UsageError("a command is needed after '--' (-- CMD [ARGS...])");
-  const [command, ...args] = argv as [string, ...string[]];
-  const path = resolveCommand(command);
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv };
-  const options: SpawnOptions = { stdio: prepareOptions.stdio ?? 'inherit', argv0: command, env };
+  return resolveCommand(argv[0]!);
+}
+
+/**
+ * `extraEnv`: variables for the child on top of ours, merged now rather than
+ * at the instant. A helper is forked now: call dispose() if start() will not
+ * come (its helper also ends by itself when this process exits).
+ */
+export function prepareCommand(argv: string[], extraEnv?: Record<string, string>, options: PrepareOptions = {}): PreparedCommand {
+  const path = checkCommand(argv);
+  const args = argv.slice(1);
+  const launcher = new Launcher({ path, args, env: { ...process.env, ...extraEnv }, stdio: options.stdio ?? 'inherit', reusable: !options.once });
   return {
     path,
     args,
     display: argv.join(' '),
     start(instantNs?: bigint): Spawned {
-      if (instantNs !== undefined) env.LOCKSTEP_INSTANT_NS = instantNs.toString(); // spawn copies env now: one object reused
-      const child = spawn(path, args, options);
-      const spawnedHrNs = process.hrtime.bigint();
-      const exited = new Promise<number>((resolveExit) => {
-        child.once('error', () => resolveExit(127));
-        child.once('exit', (code, signal) => resolveExit(code ?? 128 + (signal ? SIGNAL_NUMBERS[signal] ?? 1 : 1)));
-      });
-      return { child, spawnedHrNs, exited };
+      const launched = launcher.start(instantNs === undefined ? {} : { LOCKSTEP_INSTANT_NS: instantNs.toString() });
+      return { child: launched.child, spawnedHrNs: launched.releasedHrNs, preforked: launched.preforked, exited: launched.exited };
     },
-    dispose() {},
+    rehearse(instantNs?: bigint): void {
+      launcher.rehearse(instantNs === undefined ? {} : { LOCKSTEP_INSTANT_NS: instantNs.toString() });
+    },
+    dispose(): void {
+      launcher.dispose();
+    },
   };
 }

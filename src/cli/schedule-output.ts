@@ -4,8 +4,14 @@ import type { FireReport, SkipReport } from '../schedule/reports.js';
 import type { TimescaleChange } from '../time/timescale.js';
 
 export interface FireExtras {
-  /** From the action's start to spawn() returning (the child exec'd), ns. */
+  /** The lateness at the action's first line (latenessNs is read at the spin's end), ns. */
+  actionLatenessNs?: number;
+  /** From the action's first line to the program's release (the go written to its pre-forked helper, or spawn() returned), ns. */
   spawnLatencyNs?: number;
+  /** The program was released from a helper forked in advance (it then execs), not spawned at the instant. */
+  preforked?: boolean;
+  /** at --early: the program was started this long before the instant (LOCKSTEP_INSTANT_NS is the instant), ns. */
+  earlyNs?: number;
   pid?: number;
   command?: string;
 }
@@ -48,7 +54,9 @@ function micro(ns: number): string {
 
 export function fireLine(report: FireReport, extras: FireExtras = {}): string {
   const parts = [`fired #${report.index} at ${formatUtcNs(report.actualNs)}`, `late ${micro(report.latenessNs)}`];
-  if (extras.spawnLatencyNs !== undefined) parts.push(`spawn ${micro(extras.spawnLatencyNs)}`);
+  if (extras.actionLatenessNs !== undefined) parts.push(`action ${micro(extras.actionLatenessNs)}`);
+  if (extras.spawnLatencyNs !== undefined) parts.push(`${extras.preforked ? 'released' : 'spawn'} ${micro(extras.spawnLatencyNs)}${extras.preforked ? ' (pre-forked; exec follows)' : ''}`);
+  if (extras.earlyNs) parts.push(`${micro(extras.earlyNs)} before the instant (--early)`);
   parts.push(Number.isFinite(report.errorBoundNs) ? `clock ±${micro(report.errorBoundNs)}` : 'clock unsynchronized');
   if (report.policy === 'fired-late') parts.push('FIRED LATE (instant had passed)');
   return parts.join(', ');

@@ -117,6 +117,8 @@ export interface ReportMessage {
   plannedNs: bigint;
   actualNs: bigint;
   latenessNs: number;
+  /** The lateness where the actuator was called (the action's first line), beside latenessNs (the spin's end). */
+  actionLatenessNs?: number;
   errorBoundNs: number;
   offsetNs: bigint;
   /** Simulated actuators only: the true instant of the edge (the simulation knows truth). */
@@ -414,6 +416,7 @@ export function decodeReport(o: Record<string, unknown>): ParseResult<ReportMess
         plannedNs: ns(o, 'plannedNs'),
         actualNs: ns(o, 'actualNs'),
         latenessNs: num(o, 'latenessNs'),
+        actionLatenessNs: optNum(o, 'actionLatenessNs'),
         errorBoundNs: num(o, 'errorBoundNs', { min: 0 }),
         offsetNs: ns(o, 'offsetNs'),
         trueNs: optNs(o, 'trueNs'),

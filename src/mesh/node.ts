@@ -490,6 +490,7 @@ export class MeshNode {
     // The truth was read after fire() returned: subtract the time the actuator took.
     if (trueNs !== undefined) report.trueNs = trueNs - BigInt(Math.round(r.outcome?.costNs ?? 0));
     if (clockTrueNs !== undefined) report.clockTrueNs = clockTrueNs;
+    if (r.actionLatenessNs !== undefined) report.actionLatenessNs = r.actionLatenessNs;
     if (r.level !== undefined) report.level = r.level;
     if (r.outcome?.detail) report.detail = r.outcome.detail;
     if (r.error) report.error = r.error;

@@ -220,8 +220,12 @@ export interface ActionScheduler {
     action: (report: SchedulerFireReport) => void,
     options?: { rehearse?: (report: SchedulerFireReport) => void },
   ): SchedulerJob;
-  /** Its notion of now (the real Scheduler's Timescale): used to reject a train that already started. */
-  readonly timescale?: { nowNs(): bigint };
+  /**
+   * Its notion of now (the real Scheduler's Timescale): used to reject a
+   * train that already started. Its raw clock, read as the actuator is
+   * called, gives each report the lateness at the action's first line.
+   */
+  readonly timescale?: { nowNs(): bigint; readonly clock?: { nowNs(): bigint } };
   /** Listens to every skipped instant; returns the unsubscribe function. */
   onSkip?(listener: (report: SchedulerSkipReport) => void): () => void;
 }
@@ -239,8 +243,14 @@ export interface ActionFireReport {
   plannedNs: bigint;
   /** When it fired, on the disciplined scale. */
   actualNs: bigint;
-  /** actualNs − plannedNs. */
+  /** actualNs − plannedNs: read where the scheduler's spin ended. */
   latenessNs: number;
+  /**
+   * The lateness where the actuator's fire() was called, the action's first
+   * line: latenessNs plus the path from the spin to it (tens of ns warm; a
+   * regression there, such as code compiled at its first call, shows here).
+   */
+  actionLatenessNs?: number;
   /** The Timescale's error bound at the fire. */
   errorBoundNs: number;
   /** How early, on purpose (camera lead). */
@@ -365,16 +375,20 @@ function scheduleActionNow(
     finish({ ...summary });
   };
 
+  const rawClock = scheduler.timescale?.clock;
   /** `rehearsal`: the same path up to the actuator, which only rehearses (Scheduler's rehearse option). */
   const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level?: Level, rehearsal = false): void => {
     let outcome: FireOutcome | void = undefined;
     let error: string | undefined;
+    let enteredRaw: bigint | undefined;
     try {
       const input = level === undefined ? { index, tag: options.tag } : { level, index, tag: options.tag };
       if (rehearsal) {
+        enteredRaw = rawClock?.nowNs();
         actuator.rehearse?.(targetNs, input);
         return;
       }
+      enteredRaw = rawClock?.nowNs();
       outcome = actuator.fire(targetNs, input);
       summary.fires++;
     } catch (thrown) {
@@ -392,6 +406,7 @@ function scheduleActionNow(
       errorBoundNs: report.errorBoundNs,
       leadNs,
     };
+    if (enteredRaw !== undefined && report.firedRawNs !== undefined) full.actionLatenessNs = report.latenessNs + Number(enteredRaw - report.firedRawNs);
     if (level !== undefined) full.level = level;
     if (outcome) full.outcome = outcome;
     if (error !== undefined) full.error = error;

@@ -10,3 +10,4 @@ export * from './periodic.js';
 export * from './cron.js';
 export * from './when.js';
 export * from './system-clock.js';
+export * from './warm-up.js';

@@ -16,6 +16,11 @@ export interface FireReport {
   latenessNs: number;
   /** timescale.errorBoundNs() at that moment (Infinity when unsynchronized). */
   errorBoundNs: number;
+  /**
+   * The raw clock's reading that ended the spin (the lateness was read from
+   * it): what comes after the spin measures its own delay against it.
+   */
+  firedRawNs?: bigint;
   /** 'fired-late': the instant had passed beyond the late tolerance and the policy said fire anyway. */
   policy?: FirePolicy;
 }

@@ -23,6 +23,7 @@ import type { Occurrence, Recurrence } from './recurrence.js';
 import { PeriodicRecurrence, type PeriodicPattern } from './periodic.js';
 import { CronRecurrence } from './cron.js';
 import type { FireAction, FireReport, IfPast, Overlap, SkipReason, SkipReport } from './reports.js';
+import { collectIfFar, IN_SPIN_REHEARSAL_MAX_NS, REHEARSALS, REHEARSE_BEFORE_NS } from './warm-up.js';
 
 /**
  * Each coarse wait is capped at one minute: far below setTimeout's 2^31−1 ms
@@ -62,15 +63,6 @@ export const DEFAULT_SPIN_MARGIN: MarginOptions = { initialNs: 400_000, minNs: 5
 export const DEFAULT_LATE_TOLERANCE_NS = 50_000_000;
 /** Up to this lateness the UTC of a fire is planned + raw lateness (< 11 ns of error); beyond, the model's utcAt(). */
 const ON_TIME_WITHIN_NS = 1_000n;
-/**
- * The fire path runs once as a rehearsal (no action called) this long before
- * the instant. After milliseconds asleep, other processes have evicted its
- * code and data from the CPU caches: measured here, from the end of the spin
- * to the action's first line took ~5-8 µs cold and under 1 µs warm. 30 µs of
- * spinning afterwards evicts nothing.
- */
-const REHEARSE_BEFORE_NS = 30_000n;
-
 export interface SchedulerOptions {
   timescale: Timescale;
   /** Injectable for deterministic tests (ManualTimerHost with a ManualClock). */
@@ -86,10 +78,11 @@ export interface JobOptions {
   ifLate?: 'fire-late' | 'skip';
   lateToleranceNs?: number;
   /**
-   * Called in the rehearsal just before each instant (see REHEARSE_BEFORE_NS),
-   * with a scratch copy of the report: runs the action's own path short of
-   * acting, so that it too is in the CPU caches at the instant. Must not act;
-   * what it throws is ignored.
+   * Called in the rehearsals of each instant (see warm-up.ts: when the job is
+   * placed, before the precise sleep, and ~30 µs before the instant), with a
+   * scratch copy of the report: runs the action's own path short of acting,
+   * so that it is compiled and in the CPU caches at the instant. Must not
+   * act; what it throws is ignored.
    */
   rehearse?: FireAction;
 }
@@ -220,6 +213,7 @@ function arm(state: SchedulerState): void {
   const delayNs = wakeRaw - nowRaw;
   const delayMs = delayNs <= 0n ? 0 : Math.min(Number(delayNs / 1_000_000n), MAX_COARSE_WAIT_MS);
   state.timerWakeRawNs = nowRaw + BigInt(delayMs) * 1_000_000n;
+  if (state.timers === realTimerHost) collectIfFar(delayMs); // no scavenge due at the instant (warm-up.ts)
   state.timer = state.timers.setTimeout(() => onWake(state), delayMs);
 }
 
@@ -268,6 +262,8 @@ function runTail(state: SchedulerState): void {
       first = false;
       const group = prepareGroup(state, head.keyNs, deadlineRaw, nowRaw);
       state.group = group;
+      // Before the precise sleep, so that whatever a first run costs is slept off, never spun through.
+      const rehearsalNs = deadlineRaw - clock.nowNs() > BigInt(Math.round(state.spin.ns)) ? rehearseGroup(state, group, deadlineRaw) : Infinity;
       const sleepFromRaw = clock.nowNs();
       let oversleepNs: number | undefined;
       if (deadlineRaw - sleepFromRaw > BigInt(Math.round(state.spin.ns))) {
@@ -277,7 +273,7 @@ function runTail(state: SchedulerState): void {
         state.stats.sleepNs += Number(afterRaw - sleepFromRaw);
         oversleepNs = Number(afterRaw - targetRaw);
       }
-      state.stats.spinNs += spinAndFire(state, group, deadlineRaw);
+      state.stats.spinNs += spinAndFire(state, group, deadlineRaw, rehearsalNs);
       // Learning sorts the recent samples: after the instant, not in the spin margin.
       if (oversleepNs !== undefined) {
         const pastDeadline = oversleepNs > state.spin.ns;
@@ -292,12 +288,37 @@ function runTail(state: SchedulerState): void {
   arm(state);
 }
 
+/**
+ * Runs the group's fire path as a rehearsal REHEARSALS times (no action is
+ * called); returns how long the fastest run took, ns, which decides whether
+ * the in-spin rehearsal fits in its lead.
+ */
+function rehearseGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint): number {
+  const clock = state.timescale.clock;
+  let tookNs = Infinity;
+  for (let i = 0; i < REHEARSALS; i++) {
+    const startRaw = clock.nowNs();
+    fireGroup(state, group, deadlineRaw, deadlineRaw, true);
+    tookNs = Math.min(tookNs, Number(clock.nowNs() - startRaw)); // the warm cost: a preempted run says nothing of it
+  }
+  return tookNs;
+}
+
+/** A job just placed: its fire path rehearsed now, milliseconds or more before its instant (its first run compiles). */
+function rehearseJob(state: SchedulerState, job: JobRecord): void {
+  if (job.rehearse === undefined) return;
+  const prepared: Prepared = { job, report: { jobId: job.id, index: job.firedCount, plannedNs: job.keyNs, actualNs: job.keyNs, latenessNs: 0, errorBoundNs: 0 }, skip: undefined, fired: false };
+  if (job.edge !== undefined) prepared.report!.edge = job.edge;
+  const raw = state.timescale.rawAt(job.keyNs);
+  for (let i = 0; i < REHEARSALS; i++) fireGroup(state, [prepared], raw, raw, true);
+}
+
 /** The critical path: spin to the deadline, call the actions. Returns the time spent spinning, ns. */
-function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint): number {
+function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, rehearsalNs: number): number {
   const clock = state.timescale.clock;
   const spinStartRaw = clock.nowNs();
   const rehearseAtRaw = deadlineRaw - REHEARSE_BEFORE_NS;
-  if (spinStartRaw < rehearseAtRaw) {
+  if (spinStartRaw < rehearseAtRaw && rehearsalNs < IN_SPIN_REHEARSAL_MAX_NS) {
     state.timers.spinUntil(clock, rehearseAtRaw);
     fireGroup(state, group, deadlineRaw, deadlineRaw, true);
   }
@@ -410,6 +431,7 @@ function rehearsalCopy(report: FireReport | undefined): FireReport | undefined {
 
 function exactTiming(state: SchedulerState, job: JobRecord, report: FireReport, raw: bigint, deadlineRaw: bigint): void {
   const lateRaw = raw - deadlineRaw;
+  report.firedRawNs = raw;
   if (lateRaw < ON_TIME_WITHIN_NS) {
     report.actualNs = report.plannedNs + lateRaw;
     report.latenessNs = Number(lateRaw);
@@ -597,6 +619,7 @@ export class Scheduler {
       job.armedPast = true;
     }
     place(state, job, { instantNs });
+    rehearseJob(state, job);
     return job;
   }
 
@@ -691,7 +714,10 @@ export class Scheduler {
   private placeFirst(job: JobRecord): Job {
     const first = job.recurrence.next(this.state.timescale.nowNs());
     if (first === undefined) job.done = true;
-    else place(this.state, job, first);
+    else {
+      place(this.state, job, first);
+      rehearseJob(this.state, job);
+    }
     return job;
   }
 }

@@ -16,6 +16,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, setPriority } from 'node:os';
+import { PerformanceObserver, performance, type PerformanceEntry } from 'node:perf_hooks';
 import { realClock } from '../../src/time/clock.js';
 import { Timescale } from '../../src/time/timescale.js';
 import { Scheduler } from '../../src/schedule/scheduler.js';
@@ -65,6 +66,14 @@ async function childLockstep(instants: bigint[], nice = false): Promise<unknown>
   const clock = realClock();
   const measured: number[] = [];
   const reported: number[] = [];
+  // GC pauses (perf_hooks) and how many of them fell on an instant (2 ms before it to 2 ms after).
+  const pauses: { startNs: bigint; endNs: bigint }[] = [];
+  const toPause = (e: PerformanceEntry) => {
+    const startNs = BigInt(Math.round((performance.timeOrigin + e.startTime) * 1e6));
+    return { startNs, endNs: startNs + BigInt(Math.round(e.duration * 1e6)) };
+  };
+  const gcObserver = new PerformanceObserver((list) => pauses.push(...list.getEntries().map(toPause)));
+  gcObserver.observe({ entryTypes: ['gc'] });
   const cpu0 = process.cpuUsage();
   await new Promise<void>((resolve) => {
     let left = instants.length;
@@ -78,9 +87,12 @@ async function childLockstep(instants: bigint[], nice = false): Promise<unknown>
     for (const t of instants) scheduler.at(t, action);
   });
   const cpu = process.cpuUsage(cpu0);
+  pauses.push(...gcObserver.takeRecords().map(toPause));
+  gcObserver.disconnect();
+  const gcOverlaps = pauses.filter((p) => instants.some((t) => p.endNs >= t - 2_000_000n && p.startNs <= t + 2_000_000n)).length;
   const stats = scheduler.stats();
   scheduler.stop();
-  return { lateness: measured, reported, cpuUs: cpu.user + cpu.system, stats };
+  return { lateness: measured, reported, cpuUs: cpu.user + cpu.system, stats, gcPauses: pauses.length, gcOverlaps };
 }
 
 async function childTimeout(instants: bigint[]): Promise<unknown> {
@@ -224,7 +236,7 @@ export async function run(): Promise<unknown> {
   const timeoutCpuPerFireNs = ((timeout.cpuUs as number) * 1000) / qt.n;
 
   const rows: [string, Quantiles, string][] = [
-    ['lockstep (in the action)', ql, `spin ${fmt(spinPerFireNs)}/fire, CPU ${fmt(cpuPerFireNs)}/fire`],
+    ['lockstep (in the action)', ql, `spin ${fmt(spinPerFireNs)}/fire, CPU ${fmt(cpuPerFireNs)}/fire; GC pauses ${lockstep.gcPauses}, at an instant ${lockstep.gcOverlaps}`],
     ['lockstep (its report)', qr, 'FireReport.latenessNs: clock read just before the call'],
     ['plain setTimeout', qt, `CPU ${fmt(timeoutCpuPerFireNs)}/fire`],
     ['shell date/sleep 0.05', qs, 'forks date every 50 ms'],

@@ -78,7 +78,7 @@ describe('scheduleAction', () => {
     expect(recorder.records.at(-1)!.level).to.equal(0);
   });
 
-  it("rehearses each edge through the actuator's rehearse() with fire()'s arguments, 30 µs before it; a rehearsal is not a fire", async () => {
+  it("rehearses each edge through the actuator's rehearse() with fire()'s arguments (when placed, after the coarse wake, 30 µs before); a rehearsal is not a fire", async () => {
     const { timers, scheduler } = rig();
     const calls: string[] = [];
     const actuator = {
@@ -93,10 +93,13 @@ describe('scheduleAction', () => {
     const run = scheduleAction(scheduler, { kind: 'blink', line: 17, onNs: 100_000_000, periodNs: 1_000_000_000, count: 1 }, START, actuator, { tag: 't1' });
     timers.advanceTo(START + 2n * NS_PER_SECOND);
     expect(await run.done).to.deep.include({ fires: 2, errors: 0 });
+    const on = 'rehearse 0 {"level":1,"index":0,"tag":"t1"} at';
+    const off = 'rehearse 100000000 {"level":0,"index":0,"tag":"t1"} at';
     expect(calls).to.deep.equal([
-      'rehearse 0 {"level":1,"index":0,"tag":"t1"} at -30000',
+      `${on} -10000000000`, `${on} -10000000000`, `${off} -10000000000`, `${off} -10000000000`,
+      `${on} -4000000`, `${on} -4000000`, `${on} -30000`,
       'fire 0 {"level":1,"index":0,"tag":"t1"} at 0',
-      'rehearse 100000000 {"level":0,"index":0,"tag":"t1"} at 99970000',
+      `${off} 96000000`, `${off} 96000000`, `${off} 99970000`,
       'fire 100000000 {"level":0,"index":0,"tag":"t1"} at 100000000',
     ]);
     // The simulated recorder's rehearsal records nothing.

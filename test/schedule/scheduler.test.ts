@@ -7,6 +7,7 @@ import {
   ManualTimerHost,
   InstantPassed,
   MAX_COARSE_WAIT_MS,
+  DEFAULT_COARSE_MARGIN,
   SETTIMEOUT_LIMIT_MS,
   type FireReport,
   type SkipReport,
@@ -50,7 +51,7 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(timers.pending).to.equal(0);
   });
 
-  it('rehearses each fire 30 µs before the instant: the rehearse option gets a scratch copy, the action runs once, at the instant', () => {
+  it('rehearses each fire when placed, before the precise sleep and 30 µs before the instant (src/schedule/warm-up.ts): scratch copies, the action runs once, at the instant', () => {
     const { timers, scheduler, fires } = setup();
     const events: string[] = [];
     const rehearsed: { at: bigint; plannedNs: bigint; index: number; edge: bigint | undefined }[] = [];
@@ -68,9 +69,12 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
       },
     });
     timers.advance(4n * NS_PER_SECOND);
-    expect(events).to.deep.equal([`rehearse 0`, `fire 0 at ${NS_PER_SECOND}`, `rehearse 1`, `fire 1 at ${NS_PER_SECOND + period}`, 'plain']);
-    expect(rehearsed.map((r) => r.plannedNs - r.at)).to.deep.equal([30_000n, 30_000n]);
-    expect(rehearsed.map((r) => [r.index, r.edge])).to.deep.equal([[0, 0n], [1, 1n]]);
+    const times = (n: number, e: string) => new Array<string>(n).fill(e);
+    // Edge 0: twice when placed, twice after the coarse wake, once in the spin; edge 1 is not placed anew.
+    expect(events).to.deep.equal([...times(5, 'rehearse 0'), `fire 0 at ${NS_PER_SECOND}`, ...times(3, 'rehearse 1'), `fire 1 at ${NS_PER_SECOND + period}`, 'plain']);
+    const coarse = BigInt(DEFAULT_COARSE_MARGIN.initialNs);
+    expect(rehearsed.map((r) => r.plannedNs - r.at)).to.deep.equal([NS_PER_SECOND, NS_PER_SECOND, coarse, coarse, 30_000n, coarse, coarse, 30_000n]);
+    expect(rehearsed.map((r) => [r.index, r.edge])).to.deep.equal([...new Array(5).fill([0, 0n]), ...new Array(3).fill([1, 1n])]);
     expect(fires.map((f) => f.actualNs - f.plannedNs)).to.deep.equal([0n, 0n, 0n]);
   });
 

@@ -5,6 +5,7 @@ import { UsageError, EXIT_OK } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
 import { fireJson, fireLine, skipJson, skipLine, stepJson, stepLine } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
+import { rehearseStart, startExtras } from './at.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { CronPatternError } from '../../schedule/errors.js';
@@ -13,6 +14,12 @@ const help = `usage: lockstep cron 'EXPR' [--tz ZONE] [--overlap skip|allow] [--
 
 Runs CMD on a cron schedule with a seconds field, each start on time to the
 microsecond (a crontab starts jobs up to a second late, only on whole minutes).
+Each run is released at its tick from a /bin/sh helper forked in advance (the
+next one ~20 ms after each start), so a tick costs a write and an exec, not a
+fork of Node. CMD gets LOCKSTEP_INSTANT_NS (its tick). What follows the exec is
+CMD's own start-up (a Python script: tens of ms): a program that must act at
+the tick itself should run continuously, or be started early with
+'lockstep at --early'.
 
 EXPR has six fields: second minute hour day-of-month month day-of-week
   '*/5 * * * * *'     every 5 seconds
@@ -76,11 +83,13 @@ export const command: Command = {
         }
       });
       try {
-        scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap }, (report) => {
-          const firedHrNs = process.hrtime.bigint();
-          const spawned = prepared.start(); // the first thing at the instant
+        const raw = clock.timescale.clock;
+        const rehearse = (report: { plannedNs: bigint }) => rehearseStart(raw, () => prepared.rehearse(report.plannedNs));
+        scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap, rehearse }, (report) => {
+          const first = { rawNs: raw.nowNs(), hrNs: process.hrtime.bigint() };
+          const spawned = prepared.start(report.plannedNs); // the first thing at the instant
           running.add(spawned);
-          const extras = { spawnLatencyNs: Number(spawned.spawnedHrNs - firedHrNs), pid: spawned.child.pid ?? -1 };
+          const extras = startExtras(report, first, spawned);
           if (values.json) process.stdout.write(fireJson(report, extras) + '\n');
           else if (!values.quiet) say(fireLine(report, extras));
           if (report.index + 1 >= count) scheduler.stop();
@@ -110,6 +119,7 @@ export const command: Command = {
       return EXIT_OK;
     } finally {
       scheduler.stop();
+      prepared.dispose();
       await clock.close();
     }
   },

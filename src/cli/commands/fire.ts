@@ -57,7 +57,10 @@ actions:
     --camera-args ARGS extra options for it, one string ("--width 2028 --height 1520")
     --warmup DUR       camera settling time after start (default 1500ms)
   command     a program started at the instant: after --, the program and its
-              arguments; it gets LOCKSTEP_INSTANT_NS in its environment
+              arguments; it gets LOCKSTEP_INSTANT_NS in its environment. A /bin/sh
+              helper forked beforehand execs it at the instant (no fork of Node
+              then); the exec and the program's own start-up follow (see
+              'lockstep at --help' for programs that must act at the instant)
 
 WHEN:
 ${WHEN_FORMATS.map((f) => `  ${f}`).join('\n')}
@@ -176,6 +179,7 @@ function micro(ns: number): string {
 function fireLine(r: ActionFireReport, trueErrorNs: number | undefined): string {
   const what = r.level !== undefined ? `#${r.index} ${r.level ? 'on ' : 'off'}` : `#${r.index}`;
   const parts = [`${r.kind} ${what} at ${formatUtcNs(r.actualNs)}`, `late ${micro(r.latenessNs)}`];
+  if (r.actionLatenessNs !== undefined) parts.push(`at the actuator ${micro(r.actionLatenessNs)}`);
   parts.push(Number.isFinite(r.errorBoundNs) ? `clock ±${micro(r.errorBoundNs)}` : 'clock unsynchronized');
   if (r.leadNs) parts.push(`lead ${micro(r.leadNs)} (target ${formatUtcNs(r.targetNs)})`);
   if (r.outcome?.costNs !== undefined) parts.push(`fire() ${micro(r.outcome.costNs)}`);

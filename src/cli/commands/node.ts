@@ -267,6 +267,10 @@ function lazyActuator(action: ActionSpec, hardware: HardwareOptions): Actuator {
     fire(instantNs, input) {
       return inner!.fire(instantNs, input);
     },
+    // Without it the scheduler's rehearsals stopped here, short of the driver (src/schedule/warm-up.ts).
+    rehearse(instantNs, input) {
+      inner?.rehearse?.(instantNs, input);
+    },
     async release() {
       await inner?.release();
     },
