@@ -222,7 +222,7 @@ describe('camera modes against the simulated sensor', function () {
   });
 
   /** Two scheduled triggers through `gpio`; their outcomes and instants. */
-  async function triggerTwice(gpio: Actuator, line: string): Promise<{ camera: TriggerCamera; results: LaterOutcome[]; instants: bigint[] }> {
+  async function triggerTwice(gpio: Actuator, line: string): Promise<{ camera: TriggerCamera; results: LaterOutcome[]; instants: bigint[]; lateness: number[] }> {
     undo = standins.set({ triggerLine: line, rows: 1088, lineNs: 14_810, fsDelayNs: 0 });
     const camera = new TriggerCamera({ outDir: out, node: 'gs1', shutterUs: 2000, gpio, warmupMs: WARMUP_MS, pathEnv: standins.path });
     await camera.prepare();
@@ -230,12 +230,14 @@ describe('camera modes against the simulated sensor', function () {
     const scheduler = new Scheduler({ timescale: new Timescale(realClock(), { trustRawClock: { errorBoundNs: 1000 } }) });
     const results: LaterOutcome[] = [];
     const instants: bigint[] = [];
+    const lateness: number[] = [];
     for (let i = 0; i < 2; i++) {
       const fires: ActionFireReport[] = [];
       const instant = nowNs() + 150n * NS_PER_MS;
       instants.push(instant);
       await scheduleAction(scheduler, { kind: 'capture' }, instant, camera, { tag: 'gs', onFire: (r) => fires.push(r) }).done;
       expect(fires[0]!.plannedNs).to.equal(instant - BigInt(camera.leadNs));
+      lateness.push(fires[0]!.latenessNs);
       results.push(await later(fires[0]!.outcome));
     }
     await camera.release();
@@ -248,18 +250,19 @@ describe('camera modes against the simulated sensor', function () {
       expect(fileFrame(result.file!)).to.equal(truthOf(standins, result.exposure!.sensorTimestampNs).frame);
       expect(result.exposure!.errorNs).to.equal(Number(result.exposure!.midNs - instants[i]!));
     }
-    return { camera, results, instants };
+    return { camera, results, instants, lateness };
   }
 
   it('trigger: our pulse on an exactly stamped XTR line exposes the frame at the instant; the report matches the truth within 50 µs', async () => {
     // The simulated XTR line stamps each edge at our write, like a Pi's GPIO (µs): the truth is exact.
-    const { results } = await triggerTwice(new XtrLogLine('GPIO22'), 'GPIO22');
-    for (const result of results) {
+    const { results, lateness } = await triggerTwice(new XtrLogLine('GPIO22'), 'GPIO22');
+    for (const [i, result] of results.entries()) {
       const frame = truthOf(standins, result.exposure!.sensorTimestampNs);
       expect(abs(result.exposure!.midNs - standins.trueMidNs(frame)) <= TRUTH_BOUND_NS, `reported mid ${result.exposure!.midNs - standins.trueMidNs(frame)} ns from truth`).to.equal(true);
       expect(Math.abs(result.exposure!.durationNs - Number(frame.exposureEndNs - frame.exposureStartNs))).to.be.below(50_000);
-      // Exposed at the instant, up to the scheduler's lateness on a loaded machine.
-      expect(Math.abs(result.exposure!.errorNs), `exposure error ${result.exposure!.errorNs} ns`).to.be.below(5_000_000);
+      // Centred on the instant, but for the scheduler's lateness and a busy-wait the loaded machine may
+      // preempt (the pulse then lasts longer: reported as it was, the truth agrees above).
+      expect(result.exposure!.errorNs - lateness[i]!, `exposure error ${result.exposure!.errorNs} ns, lateness ${lateness[i]} ns`).to.be.within(-1_000_000, 20_000_000);
     }
   });
 
