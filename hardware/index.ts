@@ -100,7 +100,9 @@ async function cameraActuator(action: CaptureAction, options: HardwareOptions): 
       const line = action.triggerLine ?? options.triggerLine;
       if (line === undefined) throw new ActuatorUnavailable('unsupported', 'trigger mode needs the GPIO line wired to the camera\'s XTR, and this node has none', 'give --trigger-line N (hardware/README.md: GS camera trigger)');
       const gpio = options.cameraSim ? new XtrLogLine(line) : await gpioActuator(line, { ...options, activeLow: true });
-      return new TriggerCamera({ ...common, shutterUs: action.shutterUs, gpio, frameStartOffsetNs: options.cameraGeometry?.frameStartOffsetNs });
+      // The simulated sensor is told it is in trigger mode with XTR on that line (trigger_mode=1 and the wiring).
+      const env = options.cameraSim ? { ...process.env, STANDIN_SENSOR_TRIGGER_LINE: String(line) } : undefined;
+      return new TriggerCamera({ ...common, shutterUs: action.shutterUs, gpio, frameStartOffsetNs: options.cameraGeometry?.frameStartOffsetNs, env });
     }
   }
 }
