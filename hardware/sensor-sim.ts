@@ -358,6 +358,40 @@ function watchXtr(line: string, startNs: bigint, periodNs: number, onFrame: (fra
   poll();
 }
 
+/** One output frame as the simulator recorded it (CLOCK_MONOTONIC ns). */
+export interface SensorTruth {
+  pid: number;
+  file: string;
+  frame: number;
+  sensorTimestampNs: bigint;
+  exposureStartNs: bigint;
+  exposureEndNs: bigint;
+  lastRowStartNs: bigint;
+  lastRowEndNs: bigint;
+}
+
+/** Reads the truth file (STANDIN_SENSOR_TRUTH): every frame every simulated sensor output. */
+export function readSensorTruth(file: string): SensorTruth[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const e = JSON.parse(line) as Record<string, string | number>;
+      const big = (k: string) => BigInt(e[k] as string);
+      return {
+        pid: e.pid as number,
+        file: e.file as string,
+        frame: e.frame as number,
+        sensorTimestampNs: big('sensorTimestampNs'),
+        exposureStartNs: big('exposureStartNs'),
+        exposureEndNs: big('exposureEndNs'),
+        lastRowStartNs: big('lastRowStartNs'),
+        lastRowEndNs: big('lastRowEndNs'),
+      };
+    });
+}
+
 /**
  * The simulated sensor's XTR input, for the demo and benchmarks (no GPIO):
  * an actuator that writes each edge into the log the simulator follows, in
