@@ -10,7 +10,7 @@
  * taken anyway. So the scheduler's lateness does not matter here, only the
  * clock (instants and SensorTimestamps meet in disciplined UTC).
  */
-import { renameSync, existsSync, unlinkSync } from 'node:fs';
+import { copyFileSync, renameSync, existsSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import {
@@ -71,6 +71,8 @@ interface Kept {
   /** Disciplined UTC of the first row's exposure mid-point. */
   midUtcNs: bigint | undefined;
   why?: string;
+  /** Set once a capture kept it: a second capture at the same instant gets a copy. */
+  keptAs?: Promise<string | undefined>;
 }
 
 interface Pending {
@@ -185,12 +187,23 @@ export class StreamCamera implements Actuator {
   private async keep(p: Pending, kept: Kept): Promise<void> {
     this.pending = this.pending.filter((x) => x !== p);
     clearTimeout(p.deadline);
-    this.ring = this.ring.filter((x) => x !== kept); // ours now: trim() will not delete it
-    const t0 = Date.now();
-    while (!existsSync(kept.frame.file) && Date.now() - t0 < FILE_APPEAR_MS) await new Promise((r) => setTimeout(r, 10));
+    const first = kept.keptAs;
+    let done!: (file: string | undefined) => void;
+    if (!first) kept.keptAs = new Promise((r) => (done = r));
     try {
-      renameSync(kept.frame.file, p.final);
+      if (first) {
+        // Two captures, one frame (two triggers for the same instant): each gets the photo.
+        const source = await first;
+        if (!source) throw new Error('the first capture of this frame could not keep it');
+        copyFileSync(source, p.final);
+      } else {
+        const t0 = Date.now();
+        while (!existsSync(kept.frame.file) && Date.now() - t0 < FILE_APPEAR_MS) await new Promise((r) => setTimeout(r, 10));
+        renameSync(kept.frame.file, p.final);
+        done(p.final);
+      }
     } catch (error) {
+      done?.(undefined);
       dropPlaceholder(p.final);
       p.resolve({ error: `the frame chosen (${kept.frame.file}) cannot be kept as ${p.final}: ${(error as Error).message}${diskHint(error)}` });
       return;
@@ -220,6 +233,7 @@ export class StreamCamera implements Actuator {
   }
 
   private unlinkFrame(kept: Kept): void {
+    if (kept.keptAs) return; // renamed into a photo
     try {
       unlinkSync(kept.frame.file);
     } catch {

@@ -228,6 +228,9 @@ export function main(argv: string[]): void {
     process.stdout.write('', () => process.exit(code));
   }
   process.on('SIGTERM', () => finish(0));
+  // A parent that died without stopping us (SIGKILL) must not leave a sensor writing frames forever.
+  const parent = process.ppid;
+  setInterval(() => process.ppid !== parent && finish(0), 500).unref();
   process.on('SIGINT', () => finish(0));
   if (env(SETTINGS.dieAfterMs)) {
     setTimeout(() => {

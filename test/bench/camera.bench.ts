@@ -68,7 +68,7 @@ async function runMode(mode: string): Promise<ModeResult> {
   } finally {
     await cluster.stop();
     process.env = saved;
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
   }
   const photos = runs.flatMap((r) => r.nodes);
   const judged = photos.filter((p) => p.reportErrorNs !== undefined);
