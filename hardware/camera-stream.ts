@@ -24,10 +24,10 @@ import {
   type FireOutcome,
   type LaterOutcome,
 } from '../src/schedule/actuator.js';
-import { CAMERA_INSTALL_HINT, DEFAULT_WARMUP_MS } from './camera.js';
+import { CAMERA_INSTALL_HINT, DEFAULT_WARMUP_MS, cameraHelp } from './camera.js';
 import { claimPhotoName, diskHint, dropPlaceholder, ensureDir, safeNamePart } from './camera-files.js';
 import { exposureMidNs, exposureReport, frameExposure, type MonotonicExposure, type SensorGeometry } from './camera-metadata.js';
-import { findExecutable, probe } from './executables.js';
+import { findExecutable } from './executables.js';
 import { FrameSource, type SourceFrame } from './frame-source.js';
 
 export const VIDEO_BINARIES = ['rpicam-vid', 'libcamera-vid'];
@@ -111,8 +111,7 @@ export class StreamCamera implements Actuator {
     const candidates = this.o.binary ? [this.o.binary] : VIDEO_BINARIES;
     const binaryPath = candidates.map((c) => findExecutable(c, this.o.pathEnv)).find(Boolean);
     if (!binaryPath) throw new ActuatorUnavailable('missing-binary', `${candidates.join(' or ')} is not installed (frame select runs the sensor continuously)`, CAMERA_INSTALL_HINT);
-    const help = await probe(binaryPath, ['--help']);
-    const text = help.stdout + help.stderr;
+    const text = await cameraHelp(binaryPath);
     for (const needed of ['--metadata', '--segment']) {
       if (!text.includes(needed)) {
         throw new ActuatorUnavailable('unsupported', `${binaryPath} has no ${needed}: frame select needs one file and one metadata entry (SensorTimestamp) per frame`, 'update rpicam-apps (sudo apt install rpicam-apps), or use --mode signal');

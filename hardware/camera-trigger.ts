@@ -28,10 +28,10 @@ import {
   type FireOutcome,
   type LaterOutcome,
 } from '../src/schedule/actuator.js';
-import { CAMERA_INSTALL_HINT, DEFAULT_WARMUP_MS } from './camera.js';
+import { CAMERA_INSTALL_HINT, DEFAULT_WARMUP_MS, cameraHelp } from './camera.js';
 import { claimPhotoName, diskHint, dropPlaceholder, ensureDir, safeNamePart } from './camera-files.js';
 import { exposureReport, frameExposure, XTR_EXTRA_NS, type MonotonicExposure } from './camera-metadata.js';
-import { findExecutable, probe } from './executables.js';
+import { findExecutable } from './executables.js';
 import { FrameSource, type SourceFrame } from './frame-source.js';
 import { VIDEO_BINARIES } from './camera-stream.js';
 
@@ -116,8 +116,7 @@ export class TriggerCamera implements Actuator {
     const candidates = this.o.binary ? [this.o.binary] : VIDEO_BINARIES;
     const binaryPath = candidates.map((c) => findExecutable(c, this.o.pathEnv)).find(Boolean);
     if (!binaryPath) throw new ActuatorUnavailable('missing-binary', `${candidates.join(' or ')} is not installed (it receives the triggered frames)`, CAMERA_INSTALL_HINT);
-    const help = await probe(binaryPath, ['--help']);
-    if (!(help.stdout + help.stderr).includes('--metadata')) {
+    if (!(await cameraHelp(binaryPath)).includes('--metadata')) {
       throw new ActuatorUnavailable('unsupported', `${binaryPath} has no --metadata: a triggered frame is matched to its pulse by its SensorTimestamp`, 'update rpicam-apps (sudo apt install rpicam-apps)');
     }
     ensureDir(this.outDir);

@@ -119,6 +119,21 @@ function sleep(ms: number): Promise<void> {
 
 const safe = safeNamePart;
 
+/**
+ * A camera program's --help text, which says what this version can do
+ * (--zsl, --metadata, --segment). A probe that gets no answer in time (a
+ * heavily loaded machine) is asked again with more patience rather than
+ * taken for an old version, and then refused with the reason.
+ */
+const PATIENT_PROBE_MS = 30_000;
+export async function cameraHelp(path: string): Promise<string> {
+  let help = await probe(path, ['--help']);
+  if (!(help.stdout + help.stderr).trim()) help = await probe(path, ['--help'], PATIENT_PROBE_MS);
+  const text = help.stdout + help.stderr;
+  if (!text.trim()) throw new ActuatorUnavailable('unsupported', `${path} --help printed nothing (exit ${help.code ?? 'timed out'}): cannot tell what this version can do`, 'check that the program runs: ' + path + ' --help');
+  return text;
+}
+
 export function classifyCameraFailure(output: string, binary: string): ActuatorUnavailable | ActuatorFailed {
   const text = output.trim().split('\n').slice(-3).join(' | ');
   if (/permission denied|operation not permitted/i.test(output)) return new ActuatorUnavailable('permission', `${binary} may not open the camera (${text})`, VIDEO_GROUP_HINT);
@@ -194,9 +209,9 @@ export class CameraActuator implements Actuator {
       if (this.binaryPath) break;
     }
     if (!this.binaryPath) throw new ActuatorUnavailable('missing-binary', `${candidates.join(' or ')} is not installed`, CAMERA_INSTALL_HINT);
-    const help = await probe(this.binaryPath, ['--help']);
-    this.supportsZsl = /--zsl\b/.test(help.stdout + help.stderr);
-    this.supportsMetadata = /--metadata\b/.test(help.stdout + help.stderr);
+    const help = await cameraHelp(this.binaryPath);
+    this.supportsZsl = /--zsl\b/.test(help);
+    this.supportsMetadata = /--metadata\b/.test(help);
     ensureDir(this.outDir);
     this.released = false;
     this.deadReason = undefined;
