@@ -171,7 +171,8 @@ export class StreamCamera implements Actuator {
     if (!latest) return;
     for (const p of [...this.pending]) {
       if (latest.midUtcNs === undefined) {
-        this.fail(p, `cannot select a frame: ${latest.why}`);
+        // One unreadable frame before the instant is not fatal; past the instant there is nothing to compare.
+        if (this.utcAt(monotonicNs()) >= p.instantNs) this.fail(p, `cannot select a frame: ${latest.why}`);
         continue;
       }
       if (latest.midUtcNs < p.instantNs) continue;

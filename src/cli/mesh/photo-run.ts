@@ -11,6 +11,7 @@ import type { CaptureAction } from '../../schedule/actions.js';
 import type { Cluster } from './cluster.js';
 import type { TriggerResult } from '../../mesh/coordinator.js';
 import { readSensorTruth } from '../../../hardware/sensor-sim.js';
+import { NotReadyError } from '../../mesh/readiness.js';
 
 export interface PhotoNode {
   node: string;
@@ -66,6 +67,8 @@ export interface PhotoRunOptions {
   progress?: (line: string) => void;
   /** A first capture not counted (the cameras start, the pipeline fills). */
   warmUp?: boolean;
+  /** A trigger whose readiness gate times out is skipped (told here) instead of ending the run (benchmarks on a loaded machine). */
+  onNotReady?: (error: Error) => void;
 }
 
 /** Fires `count` captures, one after the other, and judges each. */
@@ -74,13 +77,20 @@ export async function runPhotos(cluster: Cluster, o: PhotoRunOptions): Promise<P
   const total = o.count + (o.warmUp ? 1 : 0);
   for (let i = 0; i < total; i++) {
     const first = i === 0;
-    const result = await cluster.coordinator!.run({
-      action: o.action,
-      inNs: first ? (o.firstInNs ?? 5_000_000_000n) : (o.inNs ?? 1_000_000_000n),
-      readyWithinNs: o.readyWithinNs,
-      readyTimeoutMs: 60_000,
-      progress: o.progress,
-    });
+    let result: TriggerResult;
+    try {
+      result = await cluster.coordinator!.run({
+        action: o.action,
+        inNs: first ? (o.firstInNs ?? 5_000_000_000n) : (o.inNs ?? 1_000_000_000n),
+        readyWithinNs: o.readyWithinNs,
+        readyTimeoutMs: 60_000,
+        progress: o.progress,
+      });
+    } catch (error) {
+      if (!(error instanceof NotReadyError) || !o.onNotReady) throw error;
+      o.onNotReady(error);
+      continue;
+    }
     if (o.warmUp && first) continue;
     runs.push(judgePhotos(runs.length, result, o.truthFile));
   }
