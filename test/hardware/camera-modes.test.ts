@@ -16,6 +16,7 @@ import { GpiodGpio } from '../../hardware/gpiod.js';
 import { XtrLogLine } from '../../hardware/sensor-sim.js';
 import { JsonObjectSplitter, parseFrameMetadata } from '../../hardware/camera-metadata.js';
 import { buildActuator } from '../../hardware/index.js';
+import { runCli } from '../support/cli.js';
 import { makeSensorStandIns, type SensorStandIns, type TruthFrame } from './sensor-standins.js';
 
 /** What the issue asks of a reported exposure against the stand-in's truth. */
@@ -287,6 +288,24 @@ describe('camera modes against the simulated sensor', function () {
     await camera.release();
     expect(result.error).to.match(/no frame came for the trigger pulse within 2000 ms: is XTR wired to this line, trigger_mode=1 set/);
     expect(readdirSync(out)).to.deep.equal([]);
+  });
+
+  it('fire capture --mode stream --json: the fire line carries the photo, its exposure and exposureErrorNs; bad options exit 2', async () => {
+    const result = await runCli(['fire', 'capture', '--mode', 'stream', '--fps', '50', '--at', '+2500ms', '--out', out, '--node', 'cli', '--warmup', '500ms', '--line-time', '13.36us', '--rows', '1296', '--json'], {
+      env: { ...process.env, PATH: standins.path },
+      timeoutMs: 20_000,
+    });
+    expect(result.code, result.stderr).to.equal(0);
+    const fire = JSON.parse(result.stdout.split('\n').find((l) => l.includes('"event":"fire"'))!) as Record<string, string | number>;
+    expect(fire.file).to.equal(join(out, 'capture-cli-000.jpg'));
+    expect(Math.abs(fire.exposureErrorNs as number)).to.be.at.most(1e9 / 50 / 2 + 1000);
+    expect(BigInt(fire.exposureMidNs as string) - BigInt(fire.targetNs as string)).to.equal(BigInt(fire.exposureErrorNs as number));
+    expect(BigInt(fire.lastRowMidNs as string) - BigInt(fire.exposureMidNs as string)).to.equal(BigInt(Math.round(1295 * 13_360)));
+    const frame = truthOf(standins, BigInt(fire.sensorTimestampNs as string));
+    expect(fileFrame(fire.file as string)).to.equal(frame.frame);
+    const bad = await runCli(['fire', 'capture', '--mode', 'stream', '--trigger-line', '4', '--at', '+1s']);
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/capture.triggerLine is for mode trigger/);
   });
 
   it('the factory: trigger mode without a trigger line, and stream mode on a version without --segment, are unavailable with the reason', async () => {
