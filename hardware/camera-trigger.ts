@@ -101,7 +101,9 @@ export class TriggerCamera implements Actuator {
 
   constructor(private readonly o: TriggerCameraOptions) {
     const shutterUs = o.shutterUs ?? DEFAULT_TRIGGER_SHUTTER_US;
-    if (!(shutterUs > 0 && shutterUs <= MAX_TRIGGER_SHUTTER_US)) throw new RangeError(`trigger shutter must be within 0–${MAX_TRIGGER_SHUTTER_US} µs`);
+    if (!(shutterUs > 0 && shutterUs <= MAX_TRIGGER_SHUTTER_US)) {
+      throw new ActuatorUnavailable('unsupported', `a triggered exposure of ${shutterUs} µs is beyond ${MAX_TRIGGER_SHUTTER_US} µs (the pulse is busy-waited; a GS frame lasts 16.6 ms)`, 'give a shorter --shutter');
+    }
     this.pulseNs = Math.round(shutterUs * 1000);
     // The exposure is the low time + 14.26 µs: start half of it before the instant.
     this.leadNs = Math.round((this.pulseNs + XTR_EXTRA_NS) / 2);
