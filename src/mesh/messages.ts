@@ -437,7 +437,8 @@ export function decodeReport(o: Record<string, unknown>): ParseResult<ReportMess
         error: optStr(o, 'error'),
         exposureStartNs: optNs(o, 'exposureStartNs'),
         exposureMidNs: optNs(o, 'exposureMidNs'),
-        exposureErrorNs: optNum(o, 'exposureErrorNs'),
+        // The cross-issue contract allows either form: a JSON number, or ns as a decimal string.
+        exposureErrorNs: typeof o.exposureErrorNs === 'string' ? Number(optNs(o, 'exposureErrorNs')) : optNum(o, 'exposureErrorNs'),
         exposureUnknown: optStr(o, 'exposureUnknown'),
         sensorTimestampNs: optNs(o, 'sensorTimestampNs'),
         file: optStr(o, 'file'),
