@@ -19,13 +19,32 @@
  * The lead (--lead-ms) is the calibrated delay from signal to exposure
  * (rpicam-still looks at signals once per viewfinder frame, plus the
  * exposure): the scheduler fires that much early, and reports it.
+ *
+ * The signal only chooses WHICH frame is saved (the next one in the
+ * pipeline, which may have started before the signal: CAMERA-NOTES.md §1),
+ * so a capture is judged by the frame's own metadata: with `--metadata -`
+ * rpicam-still prints each saved still's SensorTimestamp on stdout, and the
+ * report carries the exposure it implies, in disciplined UTC, and its error
+ * against the instant. A version without --metadata says so instead.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
-import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
+import {
+  ActuatorFailed,
+  ActuatorNotPrepared,
+  ActuatorUnavailable,
+  monotonicNs,
+  realUtcAtMonotonic,
+  type Actuator,
+  type FireInput,
+  type FireOutcome,
+  type LaterOutcome,
+} from '../src/schedule/actuator.js';
 import { findExecutable, probe } from './executables.js';
+import { claimPhotoName, diskHint, ensureDir, safeNamePart } from './camera-files.js';
+import { JsonObjectSplitter, exposureReport, frameExposure, parseFrameMetadata, type FrameMetadata, type SensorGeometry } from './camera-metadata.js';
 
 export const CAMERA_BINARIES = ['rpicam-still', 'libcamera-still'];
 export const VIDEO_GROUP_HINT = 'add yourself to the video group: sudo usermod -aG video $USER, then log in again';
@@ -73,21 +92,46 @@ export interface CameraOptions {
   restartBackoffMs?: number;
   /** Failed restarts in a row before giving up. */
   restartLimit?: number;
+  /** Line time and rows, for the last row's exposure (rolling shutter); calibrated frame-start offset. */
+  geometry?: SensorGeometry;
+  /** CLOCK_MONOTONIC → disciplined UTC (the node's Timescale); the system clock by default. */
+  utcAtMonotonic?: (monotonicNs: bigint) => bigint;
 }
 
 interface PendingCapture {
   staging: string;
   final: string;
   firedAtMs: number;
+  instantNs: bigint;
+  /** Which start of the process and which of its captures: the n-th metadata object it prints. */
+  generation: number;
+  index: number;
 }
+
+/** Metadata objects kept for captures not (yet) waiting for them. */
+const MAX_UNCLAIMED_METADATA = 64;
+/** Why a capture has no exposure figure when this rpicam-still cannot print metadata. */
+const NO_METADATA = 'this rpicam-still has no --metadata: when the photo was exposed is unknown (the signal only chose which frame was saved)';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Keeps names file-safe: the node name comes from the host name or the user. */
-function safe(part: string): string {
-  return part.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64) || 'x';
+const safe = safeNamePart;
+
+/**
+ * A camera program's --help text, which says what this version can do
+ * (--zsl, --metadata, --segment). A probe that gets no answer in time (a
+ * heavily loaded machine) is asked again with more patience rather than
+ * taken for an old version, and then refused with the reason.
+ */
+const PATIENT_PROBE_MS = 30_000;
+export async function cameraHelp(path: string): Promise<string> {
+  let help = await probe(path, ['--help']);
+  if (!(help.stdout + help.stderr).trim()) help = await probe(path, ['--help'], PATIENT_PROBE_MS);
+  const text = help.stdout + help.stderr;
+  if (!text.trim()) throw new ActuatorUnavailable('unsupported', `${path} --help printed nothing (exit ${help.code ?? 'timed out'}): cannot tell what this version can do`, 'check that the program runs: ' + path + ' --help');
+  return text;
 }
 
 export function classifyCameraFailure(output: string, binary: string): ActuatorUnavailable | ActuatorFailed {
@@ -109,6 +153,13 @@ export class CameraActuator implements Actuator {
   private readonly outDir: string;
   private binaryPath: string | undefined;
   private supportsZsl = false;
+  private supportsMetadata = false;
+  private splitter = new JsonObjectSplitter();
+  /** Metadata printed by the current process, by capture index; waiters for what is not printed yet. */
+  private metadata = new Map<string, FrameMetadata | undefined>();
+  private metadataWaiters = new Map<string, (meta: FrameMetadata | undefined) => void>();
+  private metadataSeen = 0;
+  private readonly utcAt: (monotonicNs: bigint) => bigint;
   private child: ChildProcess | undefined;
   private generation = 0;
   private capturesThisGeneration = 0;
@@ -139,6 +190,7 @@ export class CameraActuator implements Actuator {
     this.node = safe(options.node ?? hostname());
     this.leadNs = Math.round((options.leadMs ?? 0) * 1e6);
     this.name = `camera ${options.binary ?? 'rpicam-still'}`;
+    this.utcAt = options.utcAtMonotonic ?? realUtcAtMonotonic;
   }
 
   private stagingPattern(): string {
@@ -157,15 +209,10 @@ export class CameraActuator implements Actuator {
       if (this.binaryPath) break;
     }
     if (!this.binaryPath) throw new ActuatorUnavailable('missing-binary', `${candidates.join(' or ')} is not installed`, CAMERA_INSTALL_HINT);
-    const help = await probe(this.binaryPath, ['--help']);
-    this.supportsZsl = /--zsl\b/.test(help.stdout + help.stderr);
-    try {
-      mkdirSync(this.outDir, { recursive: true });
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'EACCES' || code === 'EPERM') throw new ActuatorUnavailable('permission', `cannot create ${this.outDir}`, 'choose a directory you can write (--out)');
-      throw error;
-    }
+    const help = await cameraHelp(this.binaryPath);
+    this.supportsZsl = /--zsl\b/.test(help);
+    this.supportsMetadata = /--metadata\b/.test(help);
+    ensureDir(this.outDir);
     this.released = false;
     this.deadReason = undefined;
     this.failedRestarts = 0;
@@ -186,6 +233,11 @@ export class CameraActuator implements Actuator {
     this.output = '';
     const args = ['--signal', '-t', '0', '-n', '-o', this.stagingPattern()];
     if (this.supportsZsl) args.push('--zsl');
+    // On stdout, one object per saved still (a FILE would be overwritten at every capture).
+    if (this.supportsMetadata) args.push('--metadata', '-', '--metadata-format', 'json');
+    this.splitter = new JsonObjectSplitter();
+    this.metadataSeen = 0;
+    const generation = this.generation;
     args.push(...(this.options.extraArgs ?? []));
     const child = spawn(this.binaryPath!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
@@ -197,7 +249,8 @@ export class CameraActuator implements Actuator {
       this.onOutput?.(chunk.toString());
       this.output = (this.output + chunk.toString()).slice(-4096);
     };
-    child.stdout!.on('data', collect);
+    if (this.supportsMetadata) child.stdout!.on('data', (chunk: Buffer) => this.onMetadata(generation, chunk.toString()));
+    else child.stdout!.on('data', collect);
     child.stderr!.on('data', collect);
     // 'close', not 'exit': by then its last words (the reason) have been read from the pipes.
     child.once('close', () => this.onExit(child));
@@ -228,6 +281,42 @@ export class CameraActuator implements Actuator {
         throw error;
       },
     );
+  }
+
+  /** The n-th object a process prints belongs to its n-th capture. */
+  private onMetadata(generation: number, chunk: string): void {
+    for (const text of this.splitter.push(chunk)) {
+      const key = `${generation}:${this.metadataSeen++}`;
+      const meta = parseFrameMetadata(text);
+      const waiter = this.metadataWaiters.get(key);
+      if (waiter) {
+        this.metadataWaiters.delete(key);
+        waiter(meta);
+      } else {
+        this.metadata.set(key, meta);
+        // Captures nobody waits for (nameFiles false) must not grow this forever.
+        if (this.metadata.size > MAX_UNCLAIMED_METADATA) this.metadata.delete(this.metadata.keys().next().value!);
+      }
+    }
+  }
+
+  private waitMetadata(capture: PendingCapture, timeoutMs: number): Promise<FrameMetadata | undefined | 'timeout'> {
+    const key = `${capture.generation}:${capture.index}`;
+    if (this.metadata.has(key)) {
+      const meta = this.metadata.get(key);
+      this.metadata.delete(key);
+      return Promise.resolve(meta);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.metadataWaiters.delete(key);
+        resolve('timeout');
+      }, timeoutMs);
+      this.metadataWaiters.set(key, (meta) => {
+        clearTimeout(timer);
+        resolve(meta);
+      });
+    });
   }
 
   /** Restarts a process that exits while we still want it (some versions exit after one capture). */
@@ -300,7 +389,7 @@ export class CameraActuator implements Actuator {
     if (pid !== undefined && this.ready) process.kill(pid, 0);
   }
 
-  fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
+  fire(instantNs: bigint, input: FireInput = {}): FireOutcome {
     if (this.released) throw new ActuatorNotPrepared(this.name);
     const child = this.child;
     if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not running: ${this.notRunningReason()}`);
@@ -315,13 +404,15 @@ export class CameraActuator implements Actuator {
       this.capturesThisGeneration++;
       return { costNs, leadNs: this.leadNs, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
     }
-    const staging = this.stagingName(this.capturesThisGeneration);
+    const index = this.capturesThisGeneration;
+    const staging = this.stagingName(index);
     this.capturesThisGeneration++;
     const final = this.claimName(safe(input.tag ?? 'capture'), input.index ?? this.files.length + this.pending.size, staging);
-    const capture: PendingCapture = { staging, final, firedAtMs: Date.now() };
-    const renaming = this.finish(capture).finally(() => this.pending.delete(renaming));
+    const capture: PendingCapture = { staging, final, firedAtMs: Date.now(), instantNs, generation: this.generation, index };
+    const later = this.finish(capture);
+    const renaming = later.then(() => undefined).finally(() => this.pending.delete(renaming));
     this.pending.add(renaming);
-    return { costNs, leadNs: this.leadNs, file: final, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
+    return { costNs, leadNs: this.leadNs, file: final, later, detail: `SIGUSR1 to ${this.binaryPath} pid ${child.pid}` };
   }
 
   /**
@@ -331,29 +422,28 @@ export class CameraActuator implements Actuator {
    * never over someone's earlier photo. After the signal, so not in its timing.
    */
   private claimName(tag: string, index: number, staging: string): string {
-    for (let i = index; ; i++) {
-      const candidate = join(this.outDir, `${tag}-${this.node}-${String(i).padStart(3, '0')}.${this.options.extension ?? 'jpg'}`);
-      try {
-        closeSync(openSync(candidate, 'wx'));
-        return candidate;
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EEXIST') continue;
-        throw new ActuatorFailed(`${this.name} captured, but cannot create ${candidate} (${(error as Error).message}): the photo stays as ${staging}`, error);
-      }
+    try {
+      return claimPhotoName(this.outDir, tag, this.node, index, this.options.extension ?? 'jpg', `${this.name} captured`);
+    } catch (error) {
+      throw new ActuatorFailed(`${(error as Error).message}; the photo stays as ${staging}`, error);
     }
   }
 
-  /** Waits for the staging file to appear and stop growing, then gives it its final name. */
-  private async finish(capture: PendingCapture): Promise<void> {
+  /** Waits for the staging file to appear and stop growing, gives it its final name, then reads its exposure. */
+  private async finish(capture: PendingCapture): Promise<LaterOutcome> {
     let lastSize = -1;
     while (Date.now() - capture.firedAtMs < FILE_WAIT_MS) {
       await sleep(FILE_POLL_MS);
       if (!existsSync(capture.staging)) continue;
       const size = statSync(capture.staging).size;
       if (size > 0 && size === lastSize) {
-        renameSync(capture.staging, capture.final);
+        try {
+          renameSync(capture.staging, capture.final);
+        } catch (error) {
+          return { error: `the photo ${capture.staging} cannot be named ${capture.final}: ${(error as Error).message}` };
+        }
         this.files.push(capture.final);
-        return;
+        return { file: capture.final, ...(await this.exposureOf(capture)) };
       }
       lastSize = size;
     }
@@ -363,6 +453,18 @@ export class CameraActuator implements Actuator {
     } catch {
       /* already gone */
     }
+    const why = this.child ? '' : `; the camera ${this.lastExit || 'exited'}`;
+    return { error: `no photo came within ${FILE_WAIT_MS / 1000} s of the signal${why}${diskHint(why)}`, exposureUnknown: 'no photo' };
+  }
+
+  private async exposureOf(capture: PendingCapture): Promise<Pick<LaterOutcome, 'exposure' | 'exposureUnknown'>> {
+    if (!this.supportsMetadata) return { exposureUnknown: NO_METADATA };
+    const meta = await this.waitMetadata(capture, FILE_WAIT_MS);
+    if (meta === 'timeout') return { exposureUnknown: 'rpicam-still printed no metadata for this capture' };
+    if (!meta) return { exposureUnknown: "the capture's metadata could not be read" };
+    const result = frameExposure(meta, this.options.geometry);
+    if (!result.ok) return { exposureUnknown: result.reason };
+    return { exposure: exposureReport(result.exposure, this.utcAt, capture.instantNs, 'signal: SensorTimestamp − ExposureTime of the frame saved') };
   }
 
   /** Waits for pending files to be named, then stops the process (SIGUSR2 is rpicam-still's "exit"). */

@@ -135,6 +135,17 @@ export interface ReportMessage {
   detail?: string;
   /** Set when the action failed at its instant. */
   error?: string;
+  /** Camera: the photo's exposure (first row) from its frame's SensorTimestamp, disciplined UTC ns. */
+  exposureStartNs?: bigint;
+  exposureMidNs?: bigint;
+  /** Camera: exposure mid-point − the instant, ns: the photo's real timing error. */
+  exposureErrorNs?: number;
+  /** Camera: why there is no exposure figure (never invented). */
+  exposureUnknown?: string;
+  /** Camera: the frame's SensorTimestamp as the camera gave it (CLOCK_MONOTONIC ns of that node). */
+  sensorTimestampNs?: bigint;
+  /** Camera: the photo's file on the node. */
+  file?: string;
 }
 
 export interface SourceSummary {
@@ -424,6 +435,13 @@ export function decodeReport(o: Record<string, unknown>): ParseResult<ReportMess
         level: level as 0 | 1 | undefined,
         detail: optStr(o, 'detail'),
         error: optStr(o, 'error'),
+        exposureStartNs: optNs(o, 'exposureStartNs'),
+        exposureMidNs: optNs(o, 'exposureMidNs'),
+        // The cross-issue contract allows either form: a JSON number, or ns as a decimal string.
+        exposureErrorNs: typeof o.exposureErrorNs === 'string' ? Number(optNs(o, 'exposureErrorNs')) : optNum(o, 'exposureErrorNs'),
+        exposureUnknown: optStr(o, 'exposureUnknown'),
+        sensorTimestampNs: optNs(o, 'sensorTimestampNs'),
+        file: optStr(o, 'file'),
       });
     },
     () => o.id,

@@ -409,7 +409,8 @@ export class MeshNode {
   }
 
   private actuator(action: ActionSpec): { actuator: Actuator; ready: Promise<void> } {
-    const key = action.kind === 'blink' ? `blink:${action.line}` : action.kind;
+    // A capture's mode and its options make a different camera (a stream at 30 fps is not one at 60).
+    const key = action.kind === 'blink' ? `blink:${action.line}` : action.kind === 'capture' ? `capture:${action.mode ?? ''}:${action.fps ?? ''}:${action.shutterUs ?? ''}:${action.triggerLine ?? ''}` : action.kind;
     let entry = this.actuators.get(key);
     if (!entry) {
       const actuator = this.o.actuatorFor(action);
@@ -494,6 +495,26 @@ export class MeshNode {
     if (r.level !== undefined) report.level = r.level;
     if (r.outcome?.detail) report.detail = r.outcome.detail;
     if (r.error) report.error = r.error;
+    const later = r.outcome?.later;
+    if (later && r.kind === 'capture') {
+      // A photo's exposure is known once its frame arrived (tens of ms): the report waits for it.
+      void later.then((l) => {
+        if (l.exposure) {
+          report.exposureStartNs = l.exposure.startNs;
+          report.exposureMidNs = l.exposure.midNs;
+          report.exposureErrorNs = l.exposure.errorNs;
+          report.sensorTimestampNs = l.exposure.sensorTimestampNs;
+        } else if (l.exposureUnknown) report.exposureUnknown = l.exposureUnknown;
+        if (l.file) report.file = l.file;
+        if (l.error && !report.error) report.error = l.error;
+        if (!this.stopped) this.queueReport(report);
+      });
+      return;
+    }
+    this.queueReport(report);
+  }
+
+  private queueReport(report: ReportMessage): void {
     this.counters.reportsQueued++;
     this.outbox.push(report);
     if (!this.flushTimer) {

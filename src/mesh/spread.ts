@@ -26,6 +26,10 @@ export interface NodeRow {
   latenessP50Ns?: number;
   /** Simulated: max |true instant − planned| over this node's fires. */
   trueErrorMaxNs?: number;
+  /** Camera: exposure mid-point − instant of its photo (the last, for several), ns. */
+  exposureErrorNs?: number;
+  /** Camera: why a photo's exposure is unknown. */
+  exposureUnknown?: string;
 }
 
 export interface EdgeRow {
@@ -89,6 +93,9 @@ export function nodeRows(targets: string[], acks: Map<string, AckMessage>, ackLa
     }
     const truth = mine.filter((r) => r.trueNs !== undefined).map((r) => Math.abs(Number(r.trueNs! - r.plannedNs)));
     if (truth.length) row.trueErrorMaxNs = Math.max(...truth);
+    const photo = [...mine].reverse().find((r) => r.exposureErrorNs !== undefined || r.exposureUnknown !== undefined);
+    if (photo?.exposureErrorNs !== undefined) row.exposureErrorNs = photo.exposureErrorNs;
+    else if (photo?.exposureUnknown !== undefined) row.exposureUnknown = photo.exposureUnknown;
     if (row.offsetNs === undefined && mine[0]) row.offsetNs = Number(mine[0].offsetNs);
     return row;
   });
@@ -127,7 +134,8 @@ const opt = (ns: number | undefined) => (ns === undefined ? '-' : formatNs(ns));
 
 export function formatNodeTable(rows: NodeRow[]): string {
   const simulated = rows.some((r) => r.trueErrorMaxNs !== undefined);
-  const header = ['node', 'ack', 'offset found', 'error bound', 'ack ms', 'fires', 'lateness p50', 'lateness max', ...(simulated ? ['true error max'] : [])];
+  const photos = rows.some((r) => r.exposureErrorNs !== undefined || r.exposureUnknown !== undefined);
+  const header = ['node', 'ack', 'offset found', 'error bound', 'ack ms', 'fires', 'lateness p50', 'lateness max', ...(simulated ? ['true error max'] : []), ...(photos ? ['exposure error'] : [])];
   return table(
     header,
     rows.map((r) => [
@@ -140,6 +148,7 @@ export function formatNodeTable(rows: NodeRow[]): string {
       opt(r.latenessP50Ns),
       opt(r.latenessMaxNs),
       ...(simulated ? [opt(r.trueErrorMaxNs)] : []),
+      ...(photos ? [r.exposureErrorNs !== undefined ? `${r.exposureErrorNs >= 0 ? '+' : ''}${formatNs(r.exposureErrorNs)}` : r.exposureUnknown !== undefined ? 'unknown' : '-'] : []),
     ]),
   );
 }

@@ -25,9 +25,26 @@ export interface BlinkAction {
   count: number | 'forever';
 }
 
+/**
+ * How a camera takes the photo (hardware/README.md): signal (a waiting
+ * rpicam-still, within about a frame period), stream (the sensor runs, the
+ * frame nearest the instant is kept: within half a frame period), trigger
+ * (a Global Shutter camera exposed by our own GPIO pulse).
+ */
+export type CaptureMode = 'signal' | 'stream' | 'trigger';
+export const CAPTURE_MODES: readonly CaptureMode[] = ['signal', 'stream', 'trigger'];
+
 /** One photo at the instant. */
 export interface CaptureAction {
   kind: 'capture';
+  /** signal when absent (what every node could do before modes existed). */
+  mode?: CaptureMode;
+  /** stream: the sensor's fixed frame rate. */
+  fps?: number;
+  /** stream and trigger: the fixed exposure, µs (trigger: the XTR pulse's low time). */
+  shutterUs?: number;
+  /** trigger: the GPIO line wired to the camera's XTR (the node's own --trigger-line when absent). */
+  triggerLine?: number | string;
   /** Where the node writes the file; its own default when absent. */
   outDir?: string;
   /** Fire this much early (overrides the device's calibrated lead), ns. */
@@ -52,6 +69,10 @@ const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const MAX_LEAD_NS = 10_000_000_000;
 /** Shortest pulse we schedule: below ~50 µs the scheduler's own jitter dominates. */
 const MIN_ON_NS = 50_000;
+/** Frame rates beyond this are no camera's (the fastest Pi modes run ~200 fps). */
+const MAX_FPS = 1000;
+/** An exposure beyond 10 s is a typo. */
+const MAX_SHUTTER_US = 10_000_000;
 /** Command lines longer than this are not something a trigger should carry. */
 const MAX_ARGV = 256;
 
@@ -117,9 +138,32 @@ function validateBlink(r: Record<string, unknown>): ValidationResult {
 }
 
 function validateCapture(r: Record<string, unknown>, options: ValidateOptions): ValidationResult {
-  const extra = unknownKeys(r, ['kind', 'outDir', 'leadNs', 'name']);
+  const extra = unknownKeys(r, ['kind', 'outDir', 'leadNs', 'name', 'mode', 'fps', 'shutterUs', 'triggerLine']);
   if (extra) return { ok: false, reason: `capture has no field '${extra}'` };
   const action: CaptureAction = { kind: 'capture' };
+  if (r.mode !== undefined) {
+    if (typeof r.mode !== 'string' || !(CAPTURE_MODES as readonly string[]).includes(r.mode)) {
+      return { ok: false, reason: `capture.mode must be ${CAPTURE_MODES.join(', ')}, not ${JSON.stringify(r.mode)}` };
+    }
+    action.mode = r.mode as CaptureMode;
+  }
+  const mode = action.mode ?? 'signal';
+  if (r.fps !== undefined) {
+    if (mode !== 'stream') return { ok: false, reason: 'capture.fps is for mode stream (the sensor runs at that rate)' };
+    if (typeof r.fps !== 'number' || !(r.fps > 0 && r.fps <= MAX_FPS)) return { ok: false, reason: `capture.fps must be a number of frames per second in (0, ${MAX_FPS}], not ${JSON.stringify(r.fps)}` };
+    action.fps = r.fps;
+  }
+  if (r.shutterUs !== undefined) {
+    if (mode === 'signal') return { ok: false, reason: 'capture.shutterUs is for modes stream and trigger' };
+    if (!positiveSafeInteger(r.shutterUs) || r.shutterUs > MAX_SHUTTER_US) return { ok: false, reason: `capture.shutterUs must be an integer number of µs from 1 to ${MAX_SHUTTER_US}, not ${JSON.stringify(r.shutterUs)}` };
+    action.shutterUs = r.shutterUs;
+  }
+  if (r.triggerLine !== undefined) {
+    if (mode !== 'trigger') return { ok: false, reason: 'capture.triggerLine is for mode trigger' };
+    const line = checkLine(r.triggerLine);
+    if ('reason' in line) return { ok: false, reason: line.reason.replace('blink.line', 'capture.triggerLine') };
+    action.triggerLine = line.line;
+  }
   if (r.outDir !== undefined) {
     if (options.allowOutDir === false) return { ok: false, reason: 'capture.outDir is not accepted here: the node chooses its own directory' };
     if (typeof r.outDir !== 'string' || r.outDir === '' || r.outDir.includes('\0')) {
@@ -188,7 +232,7 @@ export function describeAction(action: ActionSpec): string {
     case 'blink':
       return `blink line ${action.line}: ${ms(action.onNs)} on every ${ms(action.periodNs)}, ${action.count === 'forever' ? 'until stopped' : `${action.count} times`}`;
     case 'capture':
-      return `capture${action.name ? ` '${action.name}'` : ''}${action.outDir ? ` into ${action.outDir}` : ''}${action.leadNs !== undefined ? ` (lead ${ms(action.leadNs)})` : ''}`;
+      return `capture${action.mode && action.mode !== 'signal' ? ` (${action.mode}${action.fps ? ` ${action.fps} fps` : ''}${action.shutterUs ? `, ${action.shutterUs} µs` : ''}${action.triggerLine !== undefined ? `, XTR on line ${action.triggerLine}` : ''})` : ''}${action.name ? ` '${action.name}'` : ''}${action.outDir ? ` into ${action.outDir}` : ''}${action.leadNs !== undefined ? ` (lead ${ms(action.leadNs)})` : ''}`;
     case 'command':
       return `command ${action.argv.map((a) => JSON.stringify(a)).join(' ')}`;
   }

@@ -48,7 +48,36 @@ export interface FireOutcome {
   later?: Promise<LaterOutcome>;
 }
 
+/**
+ * Camera: when the photo's exposure really was, from the frame's own sensor
+ * timestamp, in disciplined UTC ns. Row 0 is the first row read out; a
+ * rolling shutter exposes the last row later (given when its line time is
+ * known). A global shutter exposes every row at once.
+ */
+export interface ExposureReport {
+  /** First row: exposure start and mid-point. */
+  startNs: bigint;
+  midNs: bigint;
+  /** How long each row was exposed, ns. */
+  durationNs: number;
+  /** Rolling shutter with a known line time: the last row's start and mid-point. */
+  lastRowStartNs?: bigint;
+  lastRowMidNs?: bigint;
+  /** midNs − the instant aimed at, ns: the photo's real timing error. */
+  errorNs: number;
+  /** The frame's SensorTimestamp (CLOCK_MONOTONIC ns, readout start), as the camera gave it. */
+  sensorTimestampNs: bigint;
+  /** What the figures rest on: "SensorTimestamp − ExposureTime", "trigger pulse"... */
+  basis: string;
+}
+
 export interface LaterOutcome {
+  /** Camera: the exposure of the photo kept, from its metadata. */
+  exposure?: ExposureReport;
+  /** Camera: why there is no exposure figure (no metadata from this version...): never invented. */
+  exposureUnknown?: string;
+  /** Camera: the photo's final file, once it is there. */
+  file?: string;
   /** Nanoseconds from fire() to the child process running (command actuator). */
   spawnLatencyNs?: number;
   /** Set when the action failed after fire() returned (the program could not start). */
@@ -147,6 +176,15 @@ function isTruthful(clock: RawClock): clock is TruthfulClock {
 export function truthReader(clock: RawClock = realClock()): () => bigint {
   if (isTruthful(clock)) return () => clock.truthNs();
   return () => clock.nowNs();
+}
+
+/**
+ * CLOCK_MONOTONIC ns (a kernel timestamp: a camera frame's SensorTimestamp)
+ * → UTC ns on the real clock, which trusts the system clock: the default of a
+ * driver that was given no Timescale.
+ */
+export function realUtcAtMonotonic(monotonicNs: bigint): bigint {
+  return realClock().atMonotonicNs(monotonicNs);
 }
 
 /** Monotonic nanoseconds, for measuring how long fire() took. */

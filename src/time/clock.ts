@@ -12,6 +12,23 @@ import { NS_PER_MS } from './units.js';
 export interface RawClock {
   /** Nanoseconds since the Unix epoch on this clock's own (undisciplined) scale. */
   nowNs(): bigint;
+  /**
+   * What this clock read when CLOCK_MONOTONIC (process.hrtime) read
+   * `monotonicNs`: a camera frame's SensorTimestamp is a CLOCK_MONOTONIC
+   * reading taken by the kernel. Optional; rawAtMonotonic() falls back on
+   * reading both clocks now.
+   */
+  atMonotonicNs?(monotonicNs: bigint): bigint;
+}
+
+/**
+ * The raw-clock reading at a CLOCK_MONOTONIC instant (a kernel timestamp):
+ * exact for the real and simulated clocks, else both clocks read now and the
+ * age subtracted (wrong by the clock's rate error × the age).
+ */
+export function rawAtMonotonic(clock: RawClock, monotonicNs: bigint): bigint {
+  if (clock.atMonotonicNs) return clock.atMonotonicNs(monotonicNs);
+  return clock.nowNs() - (process.hrtime.bigint() - monotonicNs);
 }
 
 /** How many Date.now() tick edges to sample when anchoring; the tightest wins. */
@@ -53,6 +70,11 @@ export class RealClock implements RawClock {
 
   nowNs(): bigint {
     return process.hrtime.bigint() + this.epochMinusHrtimeNs;
+  }
+
+  /** The raw clock IS CLOCK_MONOTONIC plus an epoch: exact. */
+  atMonotonicNs(monotonicNs: bigint): bigint {
+    return monotonicNs + this.epochMinusHrtimeNs;
   }
 }
 
@@ -99,6 +121,11 @@ export class SimulatedClock implements RawClock {
 
   nowNs(): bigint {
     return this.rawAtTruth(this.truth.nowNs());
+  }
+
+  /** Its reading when CLOCK_MONOTONIC read monotonicNs (the truth's reading then, made wrong). */
+  atMonotonicNs(monotonicNs: bigint): bigint {
+    return this.rawAtTruth(rawAtMonotonic(this.truth, monotonicNs));
   }
 
   /** The true time now (the truth clock's reading). */

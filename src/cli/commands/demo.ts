@@ -13,9 +13,27 @@ import { printResult } from './trigger.js';
 import { resultJson } from '../../mesh/coordinator.js';
 import { NotReadyError, formatNs } from '../../mesh/readiness.js';
 import { quantiles, TRUE_SPREAD_LABEL, CLOCK_SPREAD_LABEL } from '../../mesh/spread.js';
-import { cpus } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { startDashboard, httpAddress, DEFAULT_HTTP, type RunningDashboard } from '../mesh/dashboard.js';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { CAPTURE_MODES, describeAction, type CaptureAction, type CaptureMode } from '../../schedule/actions.js';
+import { runPhotos, type PhotoRun } from '../mesh/photo-run.js';
+
+/** Per photo and per node: what the node reported, and what the simulated sensor knows was true. */
+function printPhotos(runs: PhotoRun[], dir: string, out: (s: string) => void): void {
+  const sign = (ns: number | undefined) => (ns === undefined ? '-' : `${ns >= 0 ? '+' : ''}${formatNs(ns)}`);
+  for (const run of runs) {
+    out(`\nphoto ${run.index + 1} (trigger ${run.result.triggerId}, instant ${run.result.startNs}):\n`);
+    const rows = run.nodes.map((n) => [n.node, sign(n.exposureErrorNs), sign(n.trueErrorNs), sign(n.reportErrorNs), n.unknown ?? '']);
+    const header = ['node', 'reported exposure error', 'true exposure error', 'reported − true', ''];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    for (const row of [header, ...rows]) out(`  ${row.map((x, i) => x.padEnd(widths[i]!)).join('   ').trimEnd()}\n`);
+    out(`  true exposure mid-point spread across nodes: ${run.trueSpreadNs === undefined ? '-' : formatNs(run.trueSpreadNs)}\n`);
+  }
+  out(`\nphotos (and sensor-truth.jsonl, what the simulated sensors really did) in ${dir}\n`);
+}
 
 const help = `usage: lockstep demo [--nodes 10] [--wifi] [--json]
 
@@ -38,7 +56,13 @@ everything it started, also on Ctrl-C.
   --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
   --json               the result as one JSON object on stdout
   --http [HOST:PORT]   also serve the hub's page (default ${DEFAULT_HTTP}) and keep the hub and the nodes
-                       running after the train until Ctrl-C; the page's token is printed (a fresh one each run)`;
+                       running after the train until Ctrl-C; the page's token is printed (a fresh one each run)
+  --capture            photos instead of blinks: every node's camera is the simulated sensor
+                       (hardware/sensor-sim.ts), and each photo is judged by when it was
+                       really exposed
+  --mode MODE          with --capture: stream (default: frame select at 60 fps), signal, trigger
+  --photos N           with --capture: how many (default 3)
+  --out DIR            with --capture: where the photos go (default: a new directory under /tmp, kept)`;
 
 /**
  * After a signal, the longest the graceful stop may take before the demo exits anyway (node
@@ -62,6 +86,10 @@ export const command: Command = {
       spin: { type: 'string' },
       settle: { type: 'string' },
       http: { type: 'string' },
+      capture: { type: 'boolean' },
+      mode: { type: 'string' },
+      photos: { type: 'string' },
+      out: { type: 'string' },
     });
     const http = values.http !== undefined ? httpAddress(values.http) : undefined;
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
@@ -76,7 +104,18 @@ export const command: Command = {
     const nice = values.nice === undefined ? DEFAULT_DEMO_NICE : numberOption('nice', values.nice, { min: -20, max: 19, integer: true });
     // Checked here: a value the nodes refuse would leave the gate waiting for nodes that already exited.
     if (values.spin !== undefined && values.spin.trim() !== '0') durationNsOption('spin', values.spin);
-    const cluster = new Cluster({ nodes, wifi, nice, spin: values.spin, hubControl: !!http });
+    if (!values.capture && (values.mode ?? values.photos ?? values.out) !== undefined) throw new UsageError('--mode, --photos and --out go with --capture');
+    const mode = (values.mode ?? 'stream') as CaptureMode;
+    if (!CAPTURE_MODES.includes(mode)) throw new UsageError(`--mode takes ${CAPTURE_MODES.join(', ')}, not '${values.mode}'`);
+    const photos = values.photos ? numberOption('photos', values.photos, { min: 1, max: 100, integer: true }) : 3;
+    const photoDir = values.capture ? (values.out ?? mkdtempSync(join(tmpdir(), 'lockstep-demo-photos-'))) : undefined;
+    if (photoDir) {
+      mkdirSync(photoDir, { recursive: true });
+      // Every node's simulated sensor appends the truth of its frames here (inherited by the node processes).
+      process.env.STANDIN_SENSOR_TRUTH = join(photoDir, 'sensor-truth.jsonl');
+    }
+    const nodeArgs = photoDir ? ['--camera-sim', '--out', photoDir, ...(mode === 'trigger' ? ['--trigger-line', '17'] : [])] : undefined;
+    const cluster = new Cluster({ nodes, wifi, nice, spin: values.spin, hubControl: !!http, ...(nodeArgs ? { nodeArgs } : {}) });
     let dashboard: RunningDashboard | undefined;
     let interrupted = false;
     // One stop, whoever asks first (a signal, or the end of the run); a signal during it waits for it.
@@ -112,6 +151,19 @@ export const command: Command = {
       if (settleMs > 0) {
         say(`letting the NTP filters settle for ${settleMs / 1000} s`);
         await new Promise((r) => setTimeout(r, settleMs));
+      }
+      if (photoDir) {
+        const action: CaptureAction = { kind: 'capture', mode, name: 'demo', ...(mode === 'stream' ? { fps: 60 } : {}) };
+        say(`${photos} photos, ${describeAction(action)}, into ${photoDir}`);
+        const runs = await runPhotos(cluster, { action, count: photos, truthFile: process.env.STANDIN_SENSOR_TRUTH!, readyWithinNs, progress: say });
+        if (interrupted) return 130;
+        if (values.json) process.stdout.write(JSON.stringify({ nodes, mode, photoDir, runs: runs.map((r) => ({ ...resultJson(r.result), photos: r.nodes, trueSpreadNs: r.trueSpreadNs ?? null })) }) + '\n');
+        else printPhotos(runs, photoDir, (s) => process.stdout.write(s));
+        if (dashboard && !interrupted) {
+          process.stderr.write(`\nthe hub and the nodes keep running for the page at ${dashboard.url} (Ctrl-C stops everything)\n`);
+          await new Promise<never>(() => undefined); // the signal handler stops the cluster and exits
+        }
+        return runs.every((r) => r.nodes.every((n) => n.exposureErrorNs !== undefined)) ? 0 : EXIT_FAILURE;
       }
       const result = await cluster.coordinator!.run({
         action: { kind: 'blink', line: 17, onNs: 100_000_000, periodNs: 1_000_000_000, count: blinks },

@@ -14,7 +14,9 @@ import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { parseWhen, WhenSyntaxError, WHEN_FORMATS } from '../../schedule/when.js';
 import { InstantPassed } from '../../schedule/errors.js';
-import { ActuatorUnavailable, type Actuator } from '../../schedule/actuator.js';
+import { ActuatorUnavailable, type Actuator, type LaterOutcome } from '../../schedule/actuator.js';
+import { rawAtMonotonic } from '../../time/clock.js';
+import { exposureJson } from '../../../hardware/camera-metadata.js';
 import {
   validateAction,
   scheduleAction,
@@ -46,7 +48,23 @@ actions:
     --count N          number of pulses (default 1)   --forever  until Ctrl-C
     --chip CHIP        GPIO chip name or label (default: the Pi header's)
     --active-low       the LED lights when the pin is low
-  capture     one photo with a pre-started rpicam-still (or libcamera-still)
+  capture     one photo; every report says when it was really exposed (the frame's
+              own SensorTimestamp, in this clock's UTC) and exposureErrorNs
+    --mode MODE        signal (default): a waiting rpicam-still --signal; the frame
+                         saved lands within about a frame period of the instant
+                       stream: rpicam-vid runs the sensor at --fps, the frame whose
+                         exposure mid-point is nearest the instant is kept (within
+                         half a frame period)
+                       trigger: a Global Shutter camera exposed by our own GPIO
+                         pulse on --trigger-line (hardware/README.md)
+    --fps N            stream: the sensor's frame rate (default 60)
+    --shutter US       stream, trigger: the fixed exposure in µs (default 5000 / 1000)
+    --trigger-line N   trigger: the GPIO line wired to the camera's XTR
+    --line-time DUR    rolling shutter: time per row (13.36us for a Camera Module 3
+    --rows N             at 2304x1296): reports the last row's exposure too
+    --frame-start-offset DUR  calibrated delay from the end of the first row's exposure
+                       to the frame-start interrupt (SensorTimestamp); default 0
+    --camera-sim       the simulated sensor instead of a camera (demo, tests)
     --out DIR          where the photo goes (default: the current directory)
     --name NAME        first part of the file name (default: capture):
                        NAME-NODE-000.jpg
@@ -107,7 +125,18 @@ const OPTIONS = {
   camera: { type: 'string' },
   'camera-args': { type: 'string' },
   warmup: { type: 'string' },
+  mode: { type: 'string' },
+  fps: { type: 'string' },
+  shutter: { type: 'string' },
+  'trigger-line': { type: 'string' },
+  'line-time': { type: 'string' },
+  rows: { type: 'string' },
+  'frame-start-offset': { type: 'string' },
+  'camera-sim': { type: 'boolean' },
 } as const;
+
+/** The capture options, for "--X is for capture" checks. */
+const CAPTURE_FLAGS = ['out', 'name', 'node', 'lead-ms', 'camera', 'camera-args', 'warmup', 'mode', 'fps', 'shutter', 'trigger-line', 'line-time', 'rows', 'frame-start-offset', 'camera-sim'] as const;
 
 /** Default pulse length when --on is not given: visible, and short enough for a 1 s train. */
 const DEFAULT_ON = '100ms';
@@ -124,7 +153,7 @@ function actionFromArgs(kind: string | undefined, values: Values, rest: string[]
   let raw: Record<string, unknown>;
   switch (kind) {
     case 'blink': {
-      onlyFor(['out', 'name', 'node', 'lead-ms', 'camera', 'camera-args', 'warmup'], 'capture');
+      onlyFor([...CAPTURE_FLAGS], 'capture');
       if (values.line === undefined) throw new UsageError('blink needs --line (a BCM pin number such as 17, or a line name such as GPIO17)');
       if (values.forever && values.count !== undefined) throw new UsageError('give --count or --forever, not both');
       const count = values.forever ? 'forever' : values.count === undefined ? 1 : numberOption('count', values.count, { min: 1, max: Number.MAX_SAFE_INTEGER, integer: true });
@@ -139,11 +168,15 @@ function actionFromArgs(kind: string | undefined, values: Values, rest: string[]
       raw = { kind };
       if (values.out !== undefined) raw.outDir = values.out;
       if (values.name !== undefined) raw.name = values.name;
+      if (values.mode !== undefined) raw.mode = values.mode;
+      if (values.fps !== undefined) raw.fps = numberOption('fps', values.fps, { min: 0.001, max: 1000 });
+      if (values.shutter !== undefined) raw.shutterUs = numberOption('shutter', values.shutter, { min: 1, max: 10_000_000, integer: true });
+      if (values['trigger-line'] !== undefined) raw.triggerLine = values['trigger-line'];
       break;
     }
     case 'command': {
       onlyFor(['line', 'on', 'every', 'count', 'forever', 'chip', 'active-low'], 'blink');
-      onlyFor(['out', 'name', 'lead-ms', 'camera', 'camera-args', 'warmup'], 'capture');
+      onlyFor([...CAPTURE_FLAGS], 'capture');
       if (rest.length === 0) throw new UsageError("command needs the program after '--': lockstep fire command --at WHEN -- PROGRAM [ARGS...]");
       raw = { kind, argv: rest };
       break;
@@ -169,6 +202,14 @@ function hardwareOptions(values: Values, notice: (m: string) => void): HardwareO
   if (values.camera !== undefined) options.cameraBinary = values.camera;
   if (values['camera-args'] !== undefined) options.cameraArgs = values['camera-args'].split(/\s+/).filter(Boolean);
   if (values.warmup !== undefined) options.cameraWarmupMs = Number(durationNsOption('warmup', values.warmup) / 1_000_000n);
+  if ((values['line-time'] === undefined) !== (values.rows === undefined)) throw new UsageError('--line-time and --rows go together (the last row is exposed (rows − 1) line times after the first)');
+  if (values['line-time'] !== undefined) {
+    options.cameraGeometry = { lineTimeNs: Number(durationNsOption('line-time', values['line-time'])), rows: numberOption('rows', values.rows!, { min: 2, max: 100_000, integer: true }) };
+  }
+  if (values['frame-start-offset'] !== undefined) {
+    options.cameraGeometry = { ...options.cameraGeometry, frameStartOffsetNs: Number(durationNsOption('frame-start-offset', values['frame-start-offset'])) };
+  }
+  if (values['camera-sim']) options.cameraSim = true;
   return options;
 }
 
@@ -176,7 +217,7 @@ function micro(ns: number): string {
   return Math.abs(ns) >= 1e6 ? `${(ns / 1e6).toFixed(3)} ms` : `${(ns / 1e3).toFixed(1)} µs`;
 }
 
-function fireLine(r: ActionFireReport, trueErrorNs: number | undefined): string {
+function fireLine(r: ActionFireReport, trueErrorNs: number | undefined, later?: LaterOutcome): string {
   const what = r.level !== undefined ? `#${r.index} ${r.level ? 'on ' : 'off'}` : `#${r.index}`;
   const parts = [`${r.kind} ${what} at ${formatUtcNs(r.actualNs)}`, `late ${micro(r.latenessNs)}`];
   if (r.actionLatenessNs !== undefined) parts.push(`at the actuator ${micro(r.actionLatenessNs)}`);
@@ -184,6 +225,8 @@ function fireLine(r: ActionFireReport, trueErrorNs: number | undefined): string 
   if (r.leadNs) parts.push(`lead ${micro(r.leadNs)} (target ${formatUtcNs(r.targetNs)})`);
   if (r.outcome?.costNs !== undefined) parts.push(`fire() ${micro(r.outcome.costNs)}`);
   if (r.outcome?.file) parts.push(`file ${r.outcome.file}`);
+  if (later?.exposure) parts.push(`exposed ${formatUtcNs(later.exposure.startNs)}, mid-point ${later.exposure.errorNs >= 0 ? '+' : ''}${micro(later.exposure.errorNs)} from the instant`);
+  else if (later?.exposureUnknown) parts.push(`exposure unknown: ${later.exposureUnknown}`);
   if (trueErrorNs !== undefined) parts.push(`true instant ${trueErrorNs >= 0 ? '+' : ''}${micro(trueErrorNs)} from plan`);
   if (r.error) parts.push(`FAILED: ${r.error}`);
   return parts.join(', ');
@@ -207,6 +250,8 @@ export const command: Command = {
     const options = hardwareOptions(values, (m) => err(m));
 
     const clock = await openClockSource(values, say);
+    // A frame's SensorTimestamp is CLOCK_MONOTONIC: judged on the same disciplined UTC as the instant.
+    options.utcAtMonotonic = (monotonicNs) => clock.timescale.utcAt(rawAtMonotonic(clock.timescale.clock, monotonicNs));
     // A step of the clock moves every pending edge: say so, as wait/at/cron do.
     clock.onStep((step) => {
       if (values.json) process.stdout.write(stepJson(step, clock.description) + '\n');
@@ -259,12 +304,13 @@ export const command: Command = {
       const onFire = (r: ActionFireReport) => {
         if (r.error) failures++;
         const trueErrorNs = sim ? sim.records.at(-1)?.errorNs : undefined;
-        const publish = (extra: { spawnLatencyNs?: number; error?: string; exitCode?: number | null }) => {
+        const publish = (extra: LaterOutcome) => {
           if (extra.error) failures++;
-          if (values.json) emit(JSON.stringify({ event: 'fire', ...actionReportJson(r), ...(trueErrorNs !== undefined ? { trueErrorNs } : {}), ...extra }));
+          const { exposure, ...plain } = extra;
+          if (values.json) emit(JSON.stringify({ event: 'fire', ...actionReportJson(r), ...(trueErrorNs !== undefined ? { trueErrorNs } : {}), ...plain, ...(exposure ? exposureJson(exposure) : {}) }));
           else if (!values.quiet) {
             const tail = (extra.spawnLatencyNs !== undefined ? `, spawn ${micro(extra.spawnLatencyNs)}` : '') + (extra.error ? `, FAILED: ${extra.error}` : '');
-            emit(fireLine(r, trueErrorNs) + tail);
+            emit(fireLine(r, trueErrorNs, extra) + tail);
           }
         };
         const later = r.outcome?.later;

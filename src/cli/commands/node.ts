@@ -10,7 +10,7 @@ import { parseCommandArgs, numberOption, durationNsOption } from '../args.js';
 import { ntpServersFromArgs } from '../ntp-servers.js';
 import { UsageError } from '../errors.js';
 import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom, keysFrom } from '../mesh/options.js';
-import { realClock, SimulatedClock, type RawClock } from '../../time/clock.js';
+import { rawAtMonotonic, realClock, SimulatedClock, type RawClock } from '../../time/clock.js';
 import { Timescale } from '../../time/timescale.js';
 import { NtpClient } from '../../ntp/client.js';
 import { Scheduler } from '../../schedule/scheduler.js';
@@ -38,6 +38,11 @@ broker, acks them, fires them at the instant, reports each fire.
   --chip NAME            GPIO chip name or label
   --out DIR              where captures go (default the current directory)
   --lead-ms MS           camera signal-to-exposure latency, fired early by this much
+  --trigger-line N       the GPIO line wired to a Global Shutter camera's XTR (capture mode trigger)
+  --camera-sim           captures use the simulated sensor instead of a camera (demo, tests)
+  --line-time DUR        rolling shutter time per row, with --rows N: reports carry the last row's exposure
+  --rows N
+  --frame-start-offset DUR  calibrated delay from the end of exposure to the camera's SensorTimestamp
   --allow-command        accept 'command' actions from the network (they run programs)
   --require-signature    refuse unsigned triggers (default when --keys is given)
   --state-file PATH      pending triggers survive restarts here (default ~/.lockstep/node-ID.json)
@@ -78,6 +83,11 @@ export const command: Command = {
       chip: { type: 'string' },
       out: { type: 'string' },
       'lead-ms': { type: 'string' },
+      'trigger-line': { type: 'string' },
+      'camera-sim': { type: 'boolean' },
+      'line-time': { type: 'string' },
+      rows: { type: 'string' },
+      'frame-start-offset': { type: 'string' },
       'allow-command': { type: 'boolean' },
       'require-signature': { type: 'boolean' },
       'state-file': { type: 'string' },
@@ -197,6 +207,13 @@ export const command: Command = {
     if (values.out) hardware.outDir = values.out;
     if (values['lead-ms']) hardware.leadMs = numberOption('lead-ms', values['lead-ms'], { min: 0, max: 10_000 });
     if (driver === 'sim') hardware.sim = { clock, onRecord: (r) => (lastTrueNs = r.trueNs) };
+    if (values['trigger-line'] !== undefined) hardware.triggerLine = /^\d+$/.test(values['trigger-line']) ? Number(values['trigger-line']) : values['trigger-line'];
+    if (values['camera-sim']) hardware.cameraSim = true;
+    if ((values['line-time'] === undefined) !== (values.rows === undefined)) throw new UsageError('--line-time and --rows go together');
+    if (values['line-time'] !== undefined) hardware.cameraGeometry = { lineTimeNs: Number(durationNsOption('line-time', values['line-time'])), rows: numberOption('rows', values.rows!, { min: 2, max: 100_000, integer: true }) };
+    if (values['frame-start-offset'] !== undefined) hardware.cameraGeometry = { ...hardware.cameraGeometry, frameStartOffsetNs: Number(durationNsOption('frame-start-offset', values['frame-start-offset'])) };
+    // Frames' SensorTimestamps (CLOCK_MONOTONIC) are judged on this node's disciplined clock.
+    hardware.utcAtMonotonic = (monotonicNs) => timescale.utcAt(rawAtMonotonic(clock, monotonicNs));
     const allowKinds: ActionKind[] = values['allow-command'] ? ['blink', 'capture', 'command'] : ['blink', 'capture'];
     const node = new MeshNode({
       id,

@@ -1,0 +1,98 @@
+/**
+ * Captures on a simulated cluster (`lockstep demo --capture`, the camera
+ * benchmark): each node's camera is the simulated sensor, which records the
+ * truth of every frame (STANDIN_SENSOR_TRUTH). A node's report names its
+ * frame by SensorTimestamp; the truth then says when that photo was really
+ * exposed, so the spread across nodes and each node's reported exposure can
+ * be judged against it.
+ */
+import { realClock } from '../../time/clock.js';
+import type { CaptureAction } from '../../schedule/actions.js';
+import type { Cluster } from './cluster.js';
+import type { TriggerResult } from '../../mesh/coordinator.js';
+import { readSensorTruth } from '../../../hardware/sensor-sim.js';
+import { NotReadyError } from '../../mesh/readiness.js';
+
+export interface PhotoNode {
+  node: string;
+  /** What the node reported: exposure mid-point − instant. */
+  exposureErrorNs?: number;
+  /** The truth: the frame's real exposure mid-point − instant. */
+  trueErrorNs?: number;
+  /** reported mid-point − true mid-point. */
+  reportErrorNs?: number;
+  /** Why there is no figure (the node's reason, or no such frame in the truth). */
+  unknown?: string;
+}
+
+export interface PhotoRun {
+  index: number;
+  result: TriggerResult;
+  nodes: PhotoNode[];
+  /** Across nodes: latest − earliest true exposure mid-point, ns. */
+  trueSpreadNs?: number;
+}
+
+/** Judges one capture trigger's reports against the truth file. */
+export function judgePhotos(index: number, result: TriggerResult, truthFile: string): PhotoRun {
+  const truth = new Map(readSensorTruth(truthFile).map((t) => [t.sensorTimestampNs, t]));
+  const real = realClock();
+  const mids: bigint[] = [];
+  const nodes = result.targets.map((node): PhotoNode => {
+    const report = result.reports.find((r) => r.node === node);
+    if (!report) return { node, unknown: 'no report' };
+    if (report.sensorTimestampNs === undefined || report.exposureMidNs === undefined) return { node, unknown: report.exposureUnknown ?? report.error ?? 'no exposure reported' };
+    const frame = truth.get(report.sensorTimestampNs);
+    if (!frame) return { node, exposureErrorNs: report.exposureErrorNs, unknown: 'frame not in the truth file' };
+    const trueMid = real.atMonotonicNs(frame.exposureStartNs + (frame.exposureEndNs - frame.exposureStartNs) / 2n);
+    mids.push(trueMid);
+    return { node, exposureErrorNs: report.exposureErrorNs, trueErrorNs: Number(trueMid - result.startNs), reportErrorNs: Number(report.exposureMidNs - trueMid) };
+  });
+  const run: PhotoRun = { index, result, nodes };
+  if (mids.length > 1) {
+    const sorted = [...mids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    run.trueSpreadNs = Number(sorted.at(-1)! - sorted[0]!);
+  }
+  return run;
+}
+
+export interface PhotoRunOptions {
+  action: CaptureAction;
+  count: number;
+  truthFile: string;
+  readyWithinNs: number;
+  /** The first trigger's lead: the nodes start their cameras when it arrives. */
+  firstInNs?: bigint;
+  inNs?: bigint;
+  progress?: (line: string) => void;
+  /** A first capture not counted (the cameras start, the pipeline fills). */
+  warmUp?: boolean;
+  /** A trigger whose readiness gate times out is skipped (told here) instead of ending the run (benchmarks on a loaded machine). */
+  onNotReady?: (error: Error) => void;
+}
+
+/** Fires `count` captures, one after the other, and judges each. */
+export async function runPhotos(cluster: Cluster, o: PhotoRunOptions): Promise<PhotoRun[]> {
+  const runs: PhotoRun[] = [];
+  const total = o.count + (o.warmUp ? 1 : 0);
+  for (let i = 0; i < total; i++) {
+    const first = i === 0;
+    let result: TriggerResult;
+    try {
+      result = await cluster.coordinator!.run({
+        action: o.action,
+        inNs: first ? (o.firstInNs ?? 5_000_000_000n) : (o.inNs ?? 1_000_000_000n),
+        readyWithinNs: o.readyWithinNs,
+        readyTimeoutMs: 60_000,
+        progress: o.progress,
+      });
+    } catch (error) {
+      if (!(error instanceof NotReadyError) || !o.onNotReady) throw error;
+      o.onNotReady(error);
+      continue;
+    }
+    if (o.warmUp && first) continue;
+    runs.push(judgePhotos(runs.length, result, o.truthFile));
+  }
+  return runs;
+}
