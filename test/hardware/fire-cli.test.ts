@@ -41,7 +41,7 @@ describe('lockstep fire (CLI)', function () {
   after(() => standins.cleanup());
 
   it('blinks a simulated LED train: every edge reported with planned, actual, lateness, error bound and the true instant', async () => {
-    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+400ms', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']);
+    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+1200ms', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']);
     expect(r.code, r.stderr).to.equal(0);
     const lines = jsonLines(r.stdout);
     const fires = lines.filter((l) => l.event === 'fire');
@@ -57,7 +57,7 @@ describe('lockstep fire (CLI)', function () {
   });
 
   it('prints one human line per edge without --json', async () => {
-    const r = await runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+300ms', '--driver', 'sim']);
+    const r = await runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+1200ms', '--driver', 'sim']);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/^blink #0 on  at \d{4}-.*late .*clock ±/m);
     expect(r.stdout).to.match(/^blink #0 off at/m);
@@ -66,7 +66,7 @@ describe('lockstep fire (CLI)', function () {
 
   it('drives a stand-in gpioset -i: one process, one command line per edge, the LED left off', async () => {
     const before = standins.gpiosetLog().length;
-    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+500ms', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
+    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+2000ms', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
     expect(r.code, r.stderr).to.equal(0);
     const log = standins.gpiosetLog().slice(before);
     expect(log[0]!.argv).to.deep.equal(['-i', '-C', 'lockstep', 'GPIO17=0']);
@@ -84,7 +84,7 @@ describe('lockstep fire (CLI)', function () {
     try {
       sysfs.addChip('gpiochip512', 512, 58, 'pinctrl-bcm2711');
       const dir = sysfs.addLine(529);
-      const child = spawn(process.execPath, [CLI_PATH, 'fire', 'blink', '--line', '17', '--at', '+300ms', '--on', '30ms', '--every', '60ms', '--forever', '--driver', 'sysfs', '--sysfs-root', sysfs.root, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [CLI_PATH, 'fire', 'blink', '--line', '17', '--at', '+1200ms', '--on', '30ms', '--every', '60ms', '--forever', '--driver', 'sysfs', '--sysfs-root', sysfs.root, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
       track(child.pid!);
       let stdout = '';
       child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -129,7 +129,7 @@ describe('lockstep fire (CLI)', function () {
   });
 
   it('starts a command at the instant and reports its spawn latency', async () => {
-    const r = await runCli(['fire', 'command', '--at', '+300ms', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']);
+    const r = await runCli(['fire', 'command', '--at', '+1200ms', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']);
     expect(r.code, r.stderr).to.equal(0);
     const fire = jsonLines(r.stdout).find((l) => l.event === 'fire')!;
     expect(fire.spawnLatencyNs).to.be.a('number').and.above(0);
