@@ -81,6 +81,12 @@ export interface NtpClientOptions {
 }
 
 export const DEFAULT_MIN_POLL_SECONDS = 1;
+/**
+ * A mesh node's default against its hub: 16 polls a second while it learns
+ * the frequency (the hub's server answers 20,000 requests/s, so even 1,000
+ * nodes booting together fit), backing off toward maxPoll once settled.
+ */
+export const LAN_HUB_MIN_POLL_SECONDS = 1 / 16;
 export const DEFAULT_MAX_POLL_SECONDS = 16;
 /** Bounds on what a caller may ask: below 1/64 s is flooding a server, above 2^17 s is NTP's own limit. */
 export const MIN_ALLOWED_POLL_SECONDS = 1 / 64;
@@ -356,7 +362,7 @@ export class NtpClient {
     const deviation = runner.stats.deviation(sample);
     const estimate = runner.stats.add(sample);
     runner.filterOutput = runner.filter.add(sample, estimate.frequencyPpm);
-    runner.source.poll.noteSample(deviation);
+    runner.source.poll.noteSample(deviation, estimate.frequencyBoundPpm ?? (estimate.samples >= 2 ? 3 * estimate.frequencySdPpm : undefined));
     this.lastSampleRawNs = sample.rawNs;
     this.update();
   }
@@ -383,7 +389,10 @@ export class NtpClient {
       else if (selection.falsetickers.includes(id)) r.state = 'falseticker';
       else r.state = 'candidate';
     });
-    if (estimate) {
+    // The first step waits until the estimate is known to within the step
+    // threshold: then no later correction can exceed it, so a bad first
+    // sample (a reply queued for 300 ms) costs a wait, not a second step.
+    if (estimate && (this.timescale.synchronized || estimate.errorBoundNs <= this.timescale.stepThresholdNs)) {
       this.timescale.apply(estimate, rawNow);
       this.lastFrequencyErrorPpm = estimate.frequencyErrorPpm;
       this.counters.updates++;
