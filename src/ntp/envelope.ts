@@ -91,7 +91,7 @@ function gap(points: EnvelopePoint[], b: number): { lo: number; hi: number } {
  * other edge made harmless (±Infinity).
  */
 function hullPoints(points: EnvelopePoint[]): EnvelopePoint[] {
-  const sorted = [...points].sort((a, b) => a.t - b.t);
+  const sorted = isSorted(points) ? points : [...points].sort((a, b) => a.t - b.t);
   const chain = (value: (p: EnvelopePoint) => number, sign: 1 | -1): EnvelopePoint[] => {
     const h: EnvelopePoint[] = [];
     for (const p of sorted) {
@@ -110,6 +110,11 @@ function hullPoints(points: EnvelopePoint[]): EnvelopePoint[] {
   const lower = chain((p) => p.u, 1).map((p) => ({ t: p.t, u: p.u, v: -Infinity }));
   const upper = chain((p) => p.v, -1).map((p) => ({ t: p.t, u: Infinity, v: p.v }));
   return [...lower, ...upper];
+}
+
+function isSorted(points: EnvelopePoint[]): boolean {
+  for (let i = 1; i < points.length; i++) if (points[i]!.t < points[i - 1]!.t) return false;
+  return true;
 }
 
 /** The k-th smallest of values (k from 1), by partial sort: k is tiny. */

@@ -298,6 +298,15 @@ export interface SourceEstimate {
 
 export class SourceStats {
   private samples: Sample[] = [];
+  /**
+   * Each sample's raw time (s) and offset (ns) as doubles from a base, kept
+   * beside it: converting 512 bigints on every fit, 16 times a second, was
+   * most of the cost (the garbage collector's). Re-based on clear().
+   */
+  private xs: number[] = [];
+  private ys: number[] = [];
+  private baseRawNs = 0n;
+  private baseOffsetNs = 0n;
   private current: SourceEstimate | undefined;
 
   get size(): number {
@@ -339,14 +348,26 @@ export class SourceStats {
       // Raw time never runs backwards; a sample out of order is dropped, not reordered.
       return this.current!;
     }
+    if (this.samples.length === 0) {
+      this.baseRawNs = sample.rawNs;
+      this.baseOffsetNs = sample.offsetNs;
+    }
     this.samples.push(sample);
-    if (this.samples.length > MAX_SAMPLES) this.samples.shift();
+    this.xs.push(Number(sample.rawNs - this.baseRawNs) / 1e9);
+    this.ys.push(Number(sample.offsetNs - this.baseOffsetNs));
+    if (this.samples.length > MAX_SAMPLES) {
+      this.samples.shift();
+      this.xs.shift();
+      this.ys.shift();
+    }
     this.current = this.regress();
     return this.current;
   }
 
   clear(): void {
     this.samples = [];
+    this.xs = [];
+    this.ys = [];
     this.current = undefined;
   }
 
@@ -364,7 +385,11 @@ export class SourceStats {
       if (all.length - start < MIN_SAMPLES) start = all.length - MIN_SAMPLES;
     }
     // Samples before the chosen window no longer fit the line: forget them (chrony's prune_register).
-    if (chosen.start > 0) this.samples = all.slice(chosen.start);
+    if (chosen.start > 0) {
+      this.samples = all.slice(chosen.start);
+      this.xs = this.xs.slice(chosen.start);
+      this.ys = this.ys.slice(chosen.start);
+    }
     const { fit } = chosen;
     const window = this.samples;
     const offset0 = window[0]!.offsetNs;
@@ -393,11 +418,13 @@ export class SourceStats {
    * an idle one the regression's usually stays ahead.
    */
   private envelope(window: Sample[], regression: SourceEstimate): SourceEstimate | undefined {
-    const newest = window[window.length - 1]!;
     const offset0 = window[0]!.offsetNs;
-    const points = window.map((s) => {
-      const theta = Number(s.offsetNs - offset0);
-      return { t: Number(s.rawNs - newest.rawNs) / 1e9, u: theta + s.delayNs / 2, v: theta - s.delayNs / 2 };
+    // The window is this.samples (regress() has pruned it), aligned with xs and ys.
+    const xLast = this.xs[this.xs.length - 1]!;
+    const y0 = this.ys[0]!;
+    const points = window.map((s, i) => {
+      const theta = this.ys[i]! - y0;
+      return { t: this.xs[i]! - xLast, u: theta + s.delayNs / 2, v: theta - s.delayNs / 2 };
     });
     const fit = fitEnvelope(points, regression.frequencyPpm * 1e3);
     const boundNs =
@@ -419,11 +446,11 @@ export class SourceStats {
 
   private fit(start: number): RegressionResult & { sd0: number } {
     const window = this.samples.slice(start);
-    const raw0 = window[0]!.rawNs;
-    const offset0 = window[0]!.offsetNs;
     const minDelayNs = minDelay(window);
-    const x = window.map((s) => Number(s.rawNs - raw0) / 1e9);
-    const y = window.map((s) => Number(s.offsetNs - offset0));
+    const x0 = this.xs[start]!;
+    const y0 = this.ys[start]!;
+    const x = this.xs.slice(start).map((v) => v - x0);
+    const y = this.ys.slice(start).map((v) => v - y0);
     const z = window.map((s) => s.delayNs - minDelayNs);
     // The quiet quarter of the samples (least excess) measures the noise floor σ0.
     const quietCut = [...z].sort((a, b) => a - b)[Math.floor(z.length * QUIET_FRACTION)]!;
