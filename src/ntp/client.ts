@@ -95,6 +95,8 @@ export const MAX_ALLOWED_POLL_SECONDS = 131_072;
 const REACH_BITS = 8;
 /** Spread the first polls of several sources a little, so their replies do not queue behind each other. */
 const START_STAGGER_MS = 20;
+/** The first step waits for a bound under the step threshold, but for no more samples than an iburst's. */
+const FIRST_STEP_MAX_SAMPLES = 4;
 /** Retry a failed name resolution this often. */
 const RESOLVE_RETRY_SECONDS = 5;
 
@@ -392,7 +394,11 @@ export class NtpClient {
     // The first step waits until the estimate is known to within the step
     // threshold: then no later correction can exceed it, so a bad first
     // sample (a reply queued for 300 ms) costs a wait, not a second step.
-    if (estimate && (this.timescale.synchronized || estimate.errorBoundNs <= this.timescale.stepThresholdNs)) {
+    // A path whose half round trip alone exceeds the threshold (a satellite
+    // link) cannot get there: it steps once the burst's samples are in.
+    const selectedSamples = this.selectedIndex !== undefined ? this.runners[this.selectedIndex]!.stats.size : 0;
+    const mayStep = this.timescale.synchronized || (estimate !== undefined && (estimate.errorBoundNs <= this.timescale.stepThresholdNs || selectedSamples >= FIRST_STEP_MAX_SAMPLES));
+    if (estimate && mayStep) {
       this.timescale.apply(estimate, rawNow);
       this.lastFrequencyErrorPpm = estimate.frequencyErrorPpm;
       this.counters.updates++;

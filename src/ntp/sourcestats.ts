@@ -76,8 +76,13 @@ const DROP_FRACTION = 1 / 8;
 const MIN_SCALE = 0.01;
 /** Sigmas of the regression's uncertainty in its bound (the envelope's bound is a bound already). */
 const REGRESSION_BOUND_SIGMAS = 3;
-/** The envelope needs a few samples on each leg before its floors mean anything. */
-const ENVELOPE_MIN_SAMPLES = 6;
+/**
+ * The envelope needs samples near each floor before its slack means
+ * anything: its spacing estimate rests on the 5 lowest, so with fewer than
+ * 16 the "floor" is just the best of a few (1 s at a LAN hub's 1/16 s poll;
+ * a loopback client at 0.5 s keeps the regression for its first 8 s).
+ */
+const ENVELOPE_MIN_SAMPLES = 16;
 /**
  * The envelope assumes the fixed parts of the two legs are equal (so does
  * every NTP offset). Allow this fraction of the fixed one-way delay as an
