@@ -258,7 +258,7 @@ async function chronydRun(clock: RealClock, serverPort: number, relayPort: numbe
     await waitFor(() => existsSync(pidFile), 5000, 'chronyd client pidfile');
     await launcher.stop().catch(() => undefined);
     track(Number(readFileSync(pidFile, 'utf8').trim()));
-    const deadline = startNs + BigInt(seconds * 1e9);
+    const deadline = startNs + BigInt(Math.round(seconds * 1e9));
     while (clock.nowNs() < deadline) {
       const next = sleep(CHRONYD_PROBE_MS);
       const q = { clock, samples: 1, intervalMs: 0, timeoutMs: 150 };

@@ -404,9 +404,9 @@ function plotStartup(startup: StartupResult): string {
 
 function printStartup(startup: StartupResult | undefined): void {
   if (!startup) return;
-  console.log(`(plot ${plotStartup(startup)})`);
-  console.log(`\nE: the first minute over Wi-Fi (${startup.ours.length} runs each; p99 over 20 runs is the worst run; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')})`);
+  console.log(`\nE: the first minute over Wi-Fi (${startup.ours.length} runs each; with 20 runs p99 is the worst run; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')})`);
   printStartupRows(startupRows(startup));
+  console.log(`(plot ${plotStartup(startup)})`);
 }
 
 // Allow `node ntp.bench.js` directly as well as through run.js.
