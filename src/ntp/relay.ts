@@ -25,13 +25,6 @@ export interface UdpRelayOptions {
   lossRate?: number;
   /** Seed for the delay and loss draws, so a run can be repeated. */
   seed?: number;
-  /**
-   * Deliver on the timer alone (up to ~1 ms late, which is more jitter)
-   * instead of passing the last millisecond in setImmediate turns, which
-   * keeps a core busy while any datagram is due: for benchmarks that run
-   * dozens of relays at once. Default false (precise).
-   */
-  timerOnly?: boolean;
 }
 
 export interface UdpRelayStats {
@@ -67,8 +60,7 @@ interface Upstream {
 }
 
 export class UdpRelay {
-  private readonly options: Required<Omit<UdpRelayOptions, 'seed' | 'timerOnly'>>;
-  private readonly timerOnly: boolean;
+  private readonly options: Required<Omit<UdpRelayOptions, 'seed'>>;
   private readonly random: () => number;
   private listener: Socket | undefined;
   private readonly upstreams = new Map<string, Upstream>();
@@ -96,7 +88,6 @@ export class UdpRelay {
       lossRate: options.lossRate ?? 0,
     };
     this.random = seededRandom(options.seed ?? 0x5eed);
-    this.timerOnly = options.timerOnly ?? false;
   }
 
   async start(): Promise<{ host: string; port: number }> {
@@ -160,11 +151,11 @@ export class UdpRelay {
    */
   private armUntil(dueNs: bigint, send: () => void): void {
     const remainingMs = Number(dueNs - process.hrtime.bigint()) / 1e6;
-    if (remainingMs <= 0 || (this.timerOnly && remainingMs < TIMER_GRANULARITY_MS)) {
+    if (remainingMs <= 0) {
       send();
       return;
     }
-    if (!this.timerOnly && remainingMs < TIMER_GRANULARITY_MS + 0.5) {
+    if (remainingMs < TIMER_GRANULARITY_MS + 0.5) {
       const immediate = setImmediate(() => {
         this.pendingImmediates.delete(immediate);
         this.armUntil(dueNs, send);
@@ -175,7 +166,7 @@ export class UdpRelay {
     const timer = setTimeout(() => {
       this.pending.delete(timer);
       this.armUntil(dueNs, send);
-    }, this.timerOnly ? remainingMs : remainingMs - TIMER_GRANULARITY_MS);
+    }, remainingMs - TIMER_GRANULARITY_MS);
     this.pending.add(timer);
   }
 
