@@ -45,6 +45,8 @@ broker, acks them, fires them at the instant, reports each fire.
   --max-ahead DUR        refuse a trigger whose first instant is further ahead (default 24h: same-day
                          shows; plan further with a crontab), with reason 'too-far-ahead'
   --max-pending N        pending triggers kept at most (default 256), more are refused 'too-many-pending'
+  --state-period DUR     longest interval between two state messages (default 5s; changes go at once):
+                         the hub calls the node gone after 3 of them without a state
   --sim-offset SECONDS   simulate a clock this far off (demo, tests)
   --sim-drift PPM        simulate a clock running this fast
   --nice N               process priority (-20..19; negative needs root or CAP_SYS_NICE): the scheduler
@@ -61,7 +63,7 @@ Stop with Ctrl-C (SIGINT) or SIGTERM.`;
 
 function positiveDuration(name: string, text: string): bigint {
   const ns = durationNsOption(name, text);
-  if (ns <= 0n) throw new UsageError(`--${name} must be longer than 0 (it is how far ahead this node plans)`);
+  if (ns <= 0n) throw new UsageError(`--${name} must be longer than 0`);
   return ns;
 }
 
@@ -99,6 +101,7 @@ export const command: Command = {
       spin: { type: 'string' },
       'max-ahead': { type: 'string' },
       'max-pending': { type: 'string' },
+      'state-period': { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     if (!values.id) throw new UsageError('--id is required');
@@ -191,6 +194,7 @@ export const command: Command = {
       allowKinds,
       log: log(!!values.quiet, id),
       ...(values['max-ahead'] !== undefined ? { maxAheadNs: positiveDuration('max-ahead', values['max-ahead']) } : {}),
+      ...(values['state-period'] !== undefined ? { statePeriodMs: Number(positiveDuration('state-period', values['state-period']) / 1_000_000n) || 1 } : {}),
       ...(values['max-pending'] !== undefined ? { maxPending: numberOption('max-pending', values['max-pending'], { min: 1, max: 100_000, integer: true }) } : {}),
     });
     // System-clock mode: chrony keeps disciplining it, so the claimed bound does not grow with time.
