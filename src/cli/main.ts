@@ -21,6 +21,7 @@ const COMMANDS: Record<string, { summary: string; fires?: true; load: () => Prom
   hub: { summary: 'run the mesh hub: serve time, watch nodes', load: () => import('./commands/hub.js') },
   trigger: { summary: 'ask the hub\'s nodes to fire together, once all are synchronized', load: () => import('./commands/trigger.js') },
   demo: { summary: 'a hub and 10 simulated nodes blinking in step on this machine', load: () => import('./commands/demo.js') },
+  swarm: { summary: 'many simulated nodes in one process, for measuring the hub and broker at scale', load: () => import('./commands/swarm.js') },
 };
 
 function mainHelp(): string {

@@ -16,6 +16,8 @@ import { join } from 'node:path';
 
 /** How long a starting broker has to accept connections (a loaded 2-core machine is slow). */
 const START_TIMEOUT_MS = 10_000;
+/** Per client, for the fan-in of a thousand nodes to one coordinator (see hardware/mosquitto.conf). */
+const MAX_QUEUED_MESSAGES = 100_000;
 /** After SIGTERM, how long before SIGKILL. */
 const STOP_GRACE_MS = 3_000;
 
@@ -127,6 +129,9 @@ export class PrivateBroker {
       'persistence false',
       // Mosquitto leaves Nagle on by default: triggers and acks would wait up to 40 ms for delayed ACKs.
       'set_tcp_nodelay true',
+      // The hub and the trigger subscribe to every node: a thousand nodes' acks and reports arrive in one
+      // second, faster than 20 in flight drain. Mosquitto's default queue (1,000 per client) then DROPS them.
+      `max_queued_messages ${MAX_QUEUED_MESSAGES}`,
       'log_dest stdout',
       'log_type error',
       'log_type warning',

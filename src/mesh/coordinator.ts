@@ -29,6 +29,8 @@ import { nodeRows, edgeRows, quantiles, type NodeRow, type EdgeRow, type Quantil
 export const MIN_AUTO_LEAD_MS = 500;
 /** Lead = this many broker round trips on top of the minimum (slow brokers, queued nodes). */
 const LEAD_RTTS = 20;
+/** A progress line names at most this many nodes (the result lists them all). */
+const MAX_NAMED_IN_PROGRESS = 20;
 /** After the last instant, how long reports may take (a node reconnecting to a restarted broker). */
 export const DEFAULT_COLLECT_GRACE_MS = 5_000;
 
@@ -42,6 +44,8 @@ export interface TriggerRequest {
   readyWithinNs: number;
   readyTimeoutMs: number;
   maxStateAgeMs?: number;
+  /** Without `nodes`: the gate also waits until this many nodes are online. */
+  minNodes?: number;
   collectGraceMs?: number;
   /** Retained: nodes that connect later still receive it (and join a running blink train in phase). */
   retain?: boolean;
@@ -66,6 +70,10 @@ export interface TriggerResult {
   clockSpread?: Quantiles;
   /** Published → the last target's ack, ms. */
   allAcksMs?: number;
+  /** The gate opened → the trigger was published (choosing the instant, signing, the publish's PUBACK), ms. */
+  gateToPublishedMs?: number;
+  /** The last instant → the last report received, ms (negative: reports of earlier edges only). */
+  reportsAfterLastMs?: number;
   duplicateReports: number;
   missingAcks: string[];
   reports: ReportMessage[];
@@ -101,6 +109,8 @@ export class Coordinator {
   private readonly acks = new Map<string, Map<string, AckMessage>>();
   private readonly ackTimes = new Map<string, Map<string, number>>();
   private readonly reports = new Map<string, Map<string, ReportMessage>>();
+  /** Per trigger: when its latest new report arrived (monotonic ms). */
+  private readonly lastReportMs = new Map<string, number>();
   private duplicates = 0;
 
   constructor(private readonly o: CoordinatorOptions) {
@@ -131,7 +141,10 @@ export class Coordinator {
       const byId = this.reports.get(parsed.value.triggerId);
       if (!byId) return;
       if (byId.has(parsed.value.id)) this.duplicates++;
-      else byId.set(parsed.value.id, parsed.value);
+      else {
+        byId.set(parsed.value.id, parsed.value);
+        this.lastReportMs.set(parsed.value.triggerId, monotonicMs());
+      }
     }
   }
 
@@ -219,7 +232,10 @@ export class Coordinator {
       thresholdNs: request.readyWithinNs,
       maxStateAgeMs: request.maxStateAgeMs ?? 5_000,
       timeoutMs: request.readyTimeoutMs,
+      ...(request.minNodes !== undefined ? { minNodes: request.minNodes } : {}),
+      onWaiting: progress,
     });
+    const gateOpenMs = monotonicMs();
     const { startNs, leadMs } = await this.chooseStart(request);
     // A retained trigger for the whole group names no nodes: nodes that connect later are meant to take it up.
     const wire = this.buildTrigger(request, startNs, request.retain && !request.nodes ? undefined : targets);
@@ -230,7 +246,9 @@ export class Coordinator {
     progress(`${targets.length} node(s) ready; trigger ${id} for ${lastInstantNs(request.action, startNs) === startNs ? '' : 'a train starting '}in ${leadMs.toFixed(0)} ms`);
     const publishedMs = monotonicMs();
     const topic = request.nodes?.length === 1 ? this.o.topics.node(request.nodes[0]!, 'trigger') : this.o.topics.trigger;
+    const publishedUtcNs = this.o.timescale.nowNs();
     await this.o.session.publish(topic, JSON.stringify(wire), { qos: 1, retain: request.retain ?? false });
+    const gateToPublishedMs = monotonicMs() - gateOpenMs;
     request.onPublished?.({ triggerId: id, startNs, leadMs, targets });
 
     const acks = this.acks.get(id)!;
@@ -242,7 +260,10 @@ export class Coordinator {
     const ackTimes = this.ackTimes.get(id)!;
     const allAcksMs = acks.size === targets.length ? Math.max(...[...ackTimes.values()]) - publishedMs : undefined;
     const missingAcks = targets.filter((n) => !acks.has(n));
-    if (missingAcks.length) progress(`no ack from ${missingAcks.join(', ')}`);
+    if (missingAcks.length) {
+      const named = missingAcks.slice(0, MAX_NAMED_IN_PROGRESS).join(', ');
+      progress(`no ack from ${named}${missingAcks.length > MAX_NAMED_IN_PROGRESS ? ` and ${missingAcks.length - MAX_NAMED_IN_PROGRESS} more (${missingAcks.length} of ${targets.length})` : ''}`);
+    }
 
     const last = lastInstantNs(request.action, startNs);
     if (request.collect !== false && last !== undefined) {
@@ -275,6 +296,9 @@ export class Coordinator {
     const clockSpread = quantiles(multi.filter((e) => e.clockSpreadNs !== undefined).map((e) => e.clockSpreadNs!));
     if (clockSpread) result.clockSpread = clockSpread;
     if (allAcksMs !== undefined) result.allAcksMs = allAcksMs;
+    result.gateToPublishedMs = gateToPublishedMs;
+    const lastReport = this.lastReportMs.get(id);
+    if (last !== undefined && lastReport !== undefined) result.reportsAfterLastMs = lastReport - (publishedMs + Number(last - publishedUtcNs) / 1e6);
     return result;
   }
 }

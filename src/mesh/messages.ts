@@ -34,10 +34,13 @@ export type RejectReason =
   | 'unknown-action'
   | 'not-synchronized'
   | 'unavailable'
-  | 'unknown-trigger';
+  | 'unknown-trigger'
+  | 'too-far-ahead'
+  | 'too-many-pending';
 
 export const REJECT_REASONS: readonly RejectReason[] = [
   'malformed', 'bad-signature', 'replayed', 'stale', 'expired', 'in-the-past', 'unknown-action', 'not-synchronized', 'unavailable', 'unknown-trigger',
+  'too-far-ahead', 'too-many-pending',
 ];
 
 export interface Signature {
@@ -199,6 +202,13 @@ export interface StateMessage {
   warnings?: string[];
   /** The longest interval between two state publications of this node (#13's contract), ms. */
   statePeriodMs?: number;
+  /**
+   * How fast errorBoundNs grows after updatedNs while no new NTP sample
+   * comes, ppm: a reader judges errorBoundNs + age × this, which stays an
+   * honest bound between publications (the node publishes again when a
+   * sample makes its bound worse than that line).
+   */
+  errorBoundGrowthPpm?: number;
 }
 
 export type MeshMessage = TriggerMessage | CancelMessage | AckMessage | ReportMessage | StateMessage;
@@ -502,6 +512,7 @@ export function decodeState(o: Record<string, unknown>): ParseResult<StateMessag
         rejections: rejectionCounts(o),
         warnings: warningList(o),
         statePeriodMs: optNum(o, 'statePeriodMs', { min: 1 }),
+        errorBoundGrowthPpm: optNum(o, 'errorBoundGrowthPpm', { min: 0 }),
       });
     },
     () => o.node,

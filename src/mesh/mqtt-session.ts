@@ -48,6 +48,12 @@ export interface Will {
 export interface MqttSessionOptions {
   /** mqtt://host:1883 or mqtts://host:8883 */
   url: string;
+  /**
+   * Failover: every broker URL (url among them), tried in turn on each
+   * reconnection (mqtt.js `servers`). Brokers that are bridged or clustered,
+   * so a node that moves still talks to the same group.
+   */
+  servers?: string[];
   clientId: string;
   username?: string;
   password?: string;
@@ -86,6 +92,16 @@ export function buildClientOptions(options: MqttSessionOptions): IClientOptions 
   if (!['mqtt:', 'mqtts:', 'ws:', 'wss:', 'tcp:', 'ssl:', 'tls:'].includes(url.protocol)) {
     throw new MqttSessionError('config', `broker URL '${options.url}' must start with mqtt:// or mqtts://`);
   }
+  const servers = (options.servers ?? []).map((s) => {
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      throw new MqttSessionError('config', `broker URL '${s}' is not a URL`);
+    }
+    if (u.protocol !== url.protocol) throw new MqttSessionError('config', `broker URLs must share one scheme: '${s}' is not ${url.protocol}//`);
+    return { host: u.hostname, port: Number(u.port || (u.protocol === 'mqtts:' ? 8883 : 1883)), protocol: u.protocol.replace(/:$/, '') as 'mqtt' | 'mqtts' };
+  });
   const persistent = options.persistent ?? false;
   const client: IClientOptions = {
     clientId: options.clientId,
@@ -98,6 +114,8 @@ export function buildClientOptions(options: MqttSessionOptions): IClientOptions 
     resubscribe: true,
     properties: persistent ? { sessionExpiryInterval: options.sessionExpirySeconds ?? DEFAULT_SESSION_EXPIRY_SECONDS } : {},
   };
+  // The first connection goes to the first of them; each reconnection to the next.
+  if (servers.length > 1) client.servers = servers;
   if (options.username !== undefined) client.username = options.username;
   if (options.password !== undefined) client.password = options.password;
   if (options.caFile) client.ca = readPem(options.caFile, 'CA file');

@@ -50,6 +50,8 @@ export interface SyncSnapshot {
   lastSampleNs?: bigint;
   /** NTP: the selected server's own root distance, part of errorBoundNs shared with its other clients. */
   sourceDistanceNs?: number;
+  /** How fast errorBoundNs grows without a new sample, ppm (default: the Timescale's). */
+  errorBoundGrowthPpm?: number;
   sources: SourceSummary[];
   /** NTP: this clock minus the selected server's at the last sample, ns (the hub's page plots it). */
   hubOffsetNs?: number;
@@ -82,21 +84,85 @@ export interface MeshNodeOptions {
   stateFile?: StateFile;
   /** Action kinds accepted from the network (default blink and capture: `command` runs programs). */
   allowKinds?: readonly ActionKind[];
-  /** How often the retained state is refreshed, ms. */
+  /** The longest interval between two retained state publications (a heartbeat; changes go at once), ms. */
   statePeriodMs?: number;
   /** Shortest time between a trigger's receipt and its first instant (actuator preparation). */
   minLeadNs?: bigint;
   log?: (line: string) => void;
   /** Silent scheduler fires at start, so its adaptive margins are learnt before a real trigger (default 20). */
   warmupFires?: number;
+  /** A trigger whose first instant is further ahead than this is refused (default DEFAULT_MAX_AHEAD_NS). */
+  maxAheadNs?: bigint;
+  /** Accepted triggers kept pending at most (default DEFAULT_MAX_PENDING_TRIGGERS); more are refused. */
+  maxPending?: number;
 }
 
-/** 1 s: the hub's readiness gate needs fresh error bounds; 10 nodes × 1 msg/s is nothing for a broker. */
-export const DEFAULT_STATE_PERIOD_MS = 1_000;
+/**
+ * 5 s heartbeat: states go out on change (sync gained or lost, pending count,
+ * selected server, an error bound worse than readers extrapolate or half of
+ * it), so the heartbeat only proves the node is alive. A thousand nodes at
+ * 1 s were 1,000 retained messages a second; at 5 s they are 200, and
+ * readers call a node gone after STALE_AFTER_PERIODS × 5 s = 15 s, when the
+ * broker sends its last will anyway (1.5 × the 10 s keep-alive).
+ */
+export const DEFAULT_STATE_PERIOD_MS = 5_000;
+/**
+ * The growth a node publishes is at least this, ppm (5 µs of bound per s):
+ * each NTP sample moves the bound by some µs of jitter, and with only the
+ * model's own growth (often 0.5–2 ppm) nearly every sample came out "worse
+ * than readers extrapolate", a state message each. Claiming a faster growth
+ * stays honest (readers see a looser bound, by at most 5 ppm × the period:
+ * 25 µs at 5 s) and lets samples within it pass quietly.
+ */
+const MIN_PUBLISHED_GROWTH_PPM = 5;
+/**
+ * And the bound a node publishes has headroom over its own: a quarter more,
+ * at most 100 µs. While a clock settles, each sample's correction (slewed
+ * in, so part of the bound) moves the bound by tens of µs; without headroom
+ * most samples were a state message. Looser by at most this is still a bound.
+ */
+const PUBLISHED_BOUND_HEADROOM = 0.25;
+const PUBLISHED_BOUND_HEADROOM_MAX_NS = 100_000;
+
+function publishedBoundNs(boundNs: number): number {
+  return Math.ceil(boundNs + Math.min(boundNs * PUBLISHED_BOUND_HEADROOM, PUBLISHED_BOUND_HEADROOM_MAX_NS));
+}
+/**
+ * How often a node looks for a change worth a state message (each NTP sample
+ * looks too): no I/O, but a thousand swarm nodes on two cores felt 4 a second.
+ */
+const STATE_CHECK_MS = 1_000;
 /** 20 ms: enough to prepare a GPIO line; a trigger closer than this cannot be honoured on time. */
 export const DEFAULT_MIN_LEAD_NS = 20_000_000n;
 export const DEFAULT_WARMUP_FIRES = 20;
 export const DEFAULT_ALLOWED_KINDS: readonly ActionKind[] = ['blink', 'capture'];
+/**
+ * 24 h: a show, a photo session, a rehearsal are triggered the same day.
+ * Anything further ahead belongs in a crontab (lockstep crontab), not in a
+ * node's memory and state file, where a bogus or hostile start in the year
+ * 2262 would otherwise sit forever.
+ */
+export const DEFAULT_MAX_AHEAD_NS = 24n * 3600n * 1_000_000_000n;
+/**
+ * 256 pending triggers: a real group has a handful at once (a train, a
+ * capture, a cancel-and-replace). Each one is in memory and in the state
+ * file (rewritten before every ack), so the set must not grow with a flood.
+ */
+export const DEFAULT_MAX_PENDING_TRIGGERS = 256;
+/** Reject details (and log lines) carry at most this much: a bad value is named, not echoed back 12 KB long. */
+export const MAX_DETAIL_CHARS = 200;
+/**
+ * Actuators kept prepared at most (one per GPIO line used, the camera, commands).
+ * Beyond this, an idle one is released first: every distinct line a trigger
+ * names would otherwise stay open (a process per line with gpiod) for good.
+ */
+const MAX_ACTUATORS = 32;
+
+/** A short excerpt of a long detail: its start and how much was left out. */
+export function excerpt(text: string, max = MAX_DETAIL_CHARS): string {
+  if (text.length <= max) return text;
+  return `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
 /** A state change smaller than this is not worth an extra state message between periodic ones. */
 const STATE_THROTTLE_MS = 200;
 /**
@@ -125,6 +191,8 @@ interface Running {
   trigger: TriggerMessage;
   pending: PendingTrigger;
   run: ActionRun;
+  /** The actuator it fires through (kept prepared while it is pending). */
+  actuatorKey: string;
 }
 
 export class MeshNode {
@@ -141,6 +209,8 @@ export class MeshNode {
   private readonly held = new Map<string, { trigger: TriggerMessage; wire: Record<string, unknown>; timer: NodeJS.Timeout }>();
   private stateTimer: NodeJS.Timeout | undefined;
   private lastStateMs = 0;
+  /** What readers last heard (to publish on change only). */
+  private published: { synchronized: boolean; pending: number; source: string | undefined; boundNs: number; growthPpm: number; updatedNs: bigint } | undefined;
   private seq = 0;
   private stopped = false;
   private connections = 0;
@@ -150,6 +220,7 @@ export class MeshNode {
   private unsubscribeTimescale: (() => void) | undefined;
   readonly counters = { triggers: 0, scheduled: 0, rejected: 0, fires: 0, reportsQueued: 0, reportErrors: 0 };
   private readonly rejections = new Map<RejectReason, number>();
+  private readonly stateReasons = new Map<string, number>();
 
   constructor(options: MeshNodeOptions) {
     this.o = options;
@@ -194,7 +265,7 @@ export class MeshNode {
     this.unsubscribeTimescale = this.o.timescale.onChange(() => {
       this.restorePending();
       this.releaseHeld();
-      this.maybePublishState();
+      this.checkState();
     });
     // Subscriptions are re-made by mqtt.js after reconnects; the first must be asked for.
     const subscribe = () =>
@@ -207,7 +278,7 @@ export class MeshNode {
       });
     }
     this.warmUp();
-    this.stateTimer = setInterval(() => void this.publishState(), this.o.statePeriodMs ?? DEFAULT_STATE_PERIOD_MS);
+    this.stateTimer = setInterval(() => this.checkState(), Math.min(STATE_CHECK_MS, this.statePeriodMs));
     this.stateTimer.unref?.();
     this.restorePending();
   }
@@ -249,8 +320,12 @@ export class MeshNode {
 
   // ------------------------------------------------------------ state
 
-  stateMessage(): StateMessage {
-    const s = this.o.sync();
+  get statePeriodMs(): number {
+    return this.o.statePeriodMs ?? DEFAULT_STATE_PERIOD_MS;
+  }
+
+  stateMessage(s: SyncSnapshot = this.o.sync()): StateMessage {
+    const growthPpm = Math.max(MIN_PUBLISHED_GROWTH_PPM, s.errorBoundGrowthPpm ?? this.o.timescale.errorBoundGrowthPpm);
     return {
       v: 1,
       type: 'state',
@@ -261,7 +336,8 @@ export class MeshNode {
       synchronized: s.synchronized,
       offsetNs: s.offsetNs,
       frequencyPpm: Math.round(s.frequencyPpm * 1000) / 1000,
-      errorBoundNs: Number.isFinite(s.errorBoundNs) ? Math.round(s.errorBoundNs) : null,
+      // Rounded up, as the growth: what readers extrapolate from these must stay a bound.
+      errorBoundNs: Number.isFinite(s.errorBoundNs) ? publishedBoundNs(s.errorBoundNs) : null,
       lastSampleNs: s.lastSampleNs ?? null,
       ...(s.sourceDistanceNs !== undefined && Number.isFinite(s.sourceDistanceNs) ? { sourceDistanceNs: Math.round(s.sourceDistanceNs) } : {}),
       sources: s.sources,
@@ -272,18 +348,65 @@ export class MeshNode {
       ...(s.hubOffsetNs !== undefined && Number.isFinite(s.hubOffsetNs) ? { hubOffsetNs: Math.round(s.hubOffsetNs) } : {}),
       ...(this.rejections.size ? { rejections: this.rejectionCounts() } : {}),
       ...(s.warnings?.length ? { warnings: s.warnings.slice(0, 8) } : {}),
+      statePeriodMs: this.statePeriodMs,
+      errorBoundGrowthPpm: Math.ceil(growthPpm * 1000) / 1000,
     };
   }
 
-  private maybePublishState(): void {
-    if (Date.now() - this.lastStateMs >= STATE_THROTTLE_MS) void this.publishState();
+  /** Publishes when the heartbeat is due, or when readers' picture is wrong (see DEFAULT_STATE_PERIOD_MS). */
+  private checkState(): void {
+    if (this.stopped || !this.session.connected) return;
+    const sinceMs = Date.now() - this.lastStateMs;
+    if (sinceMs >= this.statePeriodMs) {
+      void this.publishState();
+      return;
+    }
+    if (sinceMs < STATE_THROTTLE_MS) return;
+    const s = this.o.sync();
+    if (this.stateChanged(s)) void this.publishState(s);
   }
 
-  async publishState(): Promise<void> {
+  private stateChanged(s: SyncSnapshot): boolean {
+    const why = this.stateChange(s);
+    if (why) this.stateReasons.set(why, (this.stateReasons.get(why) ?? 0) + 1);
+    return why !== undefined;
+  }
+
+  private stateChange(s: SyncSnapshot): string | undefined {
+    const last = this.published;
+    if (!last) return 'first';
+    if (s.synchronized !== last.synchronized) return 'synchronized';
+    if (this.running.size + this.restoring.length !== last.pending) return 'pending';
+    if (s.sources.find((x) => x.state === 'selected')?.address !== last.source) return 'source';
+    if (!s.synchronized || !Number.isFinite(s.errorBoundNs)) return undefined;
+    // The bound readers compute now from what they heard: published + age × growth.
+    const ageNs = Number(this.o.timescale.nowNs() - last.updatedNs);
+    const extrapolated = last.boundNs + Math.max(0, ageNs) * last.growthPpm * 1e-6;
+    // Worse than they think: the gate would be dishonest. Much better: the gate may open sooner.
+    if (s.errorBoundNs > extrapolated) return 'bound-worse';
+    if (publishedBoundNs(s.errorBoundNs) < extrapolated / 2) return 'bound-better';
+    return undefined;
+  }
+
+  /** Why state messages went out between heartbeats, by reason (for benchmarks and the curious). */
+  stateChangeCounts(): Record<string, number> {
+    return Object.fromEntries(this.stateReasons);
+  }
+
+  async publishState(snapshot?: SyncSnapshot): Promise<void> {
     if (this.stopped || !this.session.connected) return;
     this.lastStateMs = Date.now();
+    const state = this.stateMessage(snapshot);
+    this.published = {
+      synchronized: !!state.synchronized,
+      pending: state.pending ?? 0,
+      source: state.sources?.find((x) => x.state === 'selected')?.address,
+      boundNs: state.errorBoundNs ?? Infinity,
+      growthPpm: state.errorBoundGrowthPpm ?? 0,
+      updatedNs: state.updatedNs!,
+    };
     await this.session
-      .publish(this.o.topics.node(this.id, 'state'), encodeMessage(this.stateMessage()), { qos: 1, retain: true })
+      .publish(this.o.topics.node(this.id, 'state'), encodeMessage(state), { qos: 1, retain: true })
       .catch((e: Error) => this.log(`state not published: ${e.message}`));
   }
 
@@ -306,6 +429,7 @@ export class MeshNode {
 
   private reject(triggerId: string | null | undefined, reason: RejectReason, detail: string): void {
     this.counters.rejected++;
+    detail = excerpt(detail);
     this.log(`rejected ${triggerId ?? '(unnamed)'}: ${reason}: ${detail}`);
     this.ack({ triggerId: triggerId ?? null, status: 'rejected', reason, detail });
   }
@@ -386,8 +510,31 @@ export class MeshNode {
       this.reject(trigger.id, unknown ? 'unknown-action' : 'malformed', checked.reason);
       return;
     }
+    const bounded = this.checkBounds(trigger, now);
+    if (bounded) {
+      this.reject(trigger.id, bounded.reason, bounded.detail);
+      return;
+    }
     const pending: PendingTrigger = { wire, acceptedNs: now.toString() };
     await this.schedule(trigger, checked.action, pending, false);
+  }
+
+  /** The node's own limits: how far ahead it plans, and how many triggers it keeps. */
+  private checkBounds(trigger: TriggerMessage, nowNs: bigint): { reason: RejectReason; detail: string } | undefined {
+    const maxAhead = this.o.maxAheadNs ?? DEFAULT_MAX_AHEAD_NS;
+    const aheadNs = trigger.startNs - nowNs;
+    if (aheadNs > maxAhead) {
+      return {
+        reason: 'too-far-ahead',
+        detail: `its first instant is ${formatAhead(aheadNs)} ahead; this node plans at most ${formatAhead(maxAhead)} ahead (lockstep node --max-ahead)`,
+      };
+    }
+    const max = this.o.maxPending ?? DEFAULT_MAX_PENDING_TRIGGERS;
+    const pending = this.running.size + this.restoring.length;
+    if (pending >= max) {
+      return { reason: 'too-many-pending', detail: `this node already has ${pending} pending triggers, its limit (lockstep node --max-pending); cancel some first` };
+    }
+    return undefined;
   }
 
   /** Which fires are still ahead: all, some (joining a running pattern in phase), or none. */
@@ -409,16 +556,32 @@ export class MeshNode {
   }
 
   private actuator(action: ActionSpec): { actuator: Actuator; ready: Promise<void> } {
-    // A capture's mode and its options make a different camera (a stream at 30 fps is not one at 60).
-    const key = action.kind === 'blink' ? `blink:${action.line}` : action.kind === 'capture' ? `capture:${action.mode ?? ''}:${action.fps ?? ''}:${action.shutterUs ?? ''}:${action.triggerLine ?? ''}` : action.kind;
+    const key = actuatorKey(action);
     let entry = this.actuators.get(key);
-    if (!entry) {
+    if (entry) {
+      // Map order is least recently used first.
+      this.actuators.delete(key);
+      this.actuators.set(key, entry);
+    } else {
+      this.releaseIdleActuators(MAX_ACTUATORS - 1);
       const actuator = this.o.actuatorFor(action);
       entry = { actuator, ready: actuator.prepare() };
       entry.ready.catch(() => this.actuators.delete(key)); // retry preparation next time
       this.actuators.set(key, entry);
     }
     return entry;
+  }
+
+  /** Releases least recently used actuators no pending trigger needs, until at most `keep` remain. */
+  private releaseIdleActuators(keep: number): void {
+    if (this.actuators.size <= keep) return;
+    const inUse = new Set([...this.running.values()].map((r) => r.actuatorKey));
+    for (const [key, entry] of this.actuators) {
+      if (this.actuators.size <= keep) break;
+      if (inUse.has(key)) continue;
+      this.actuators.delete(key);
+      void entry.ready.then(() => entry.actuator.release()).catch(() => undefined);
+    }
   }
 
   private async schedule(trigger: TriggerMessage, action: ActionSpec, pending: PendingTrigger, restored: boolean): Promise<void> {
@@ -446,7 +609,7 @@ export class MeshNode {
       notBeforeNs: plan.firstNs,
       onFire: (report) => this.onFire(trigger, report),
     });
-    this.running.set(trigger.id, { trigger, pending, run });
+    this.running.set(trigger.id, { trigger, pending, run, actuatorKey: actuatorKey(action) });
     void run.done.then(() => {
       if (this.running.get(trigger.id)?.run === run) {
         this.running.delete(trigger.id);
@@ -623,4 +786,20 @@ export class MeshNode {
   private log(line: string): void {
     this.o.log?.(line);
   }
+}
+
+/** One actuator per GPIO line, one camera, one command runner. */
+/** One prepared actuator per key: a capture's mode and its options make a different camera (a stream at 30 fps is not one at 60). */
+function actuatorKey(action: ActionSpec): string {
+  if (action.kind === 'blink') return `blink:${action.line}`;
+  if (action.kind === 'capture') return `capture:${action.mode ?? ''}:${action.fps ?? ''}:${action.shutterUs ?? ''}:${action.triggerLine ?? ''}`;
+  return action.kind;
+}
+
+function formatAhead(ns: bigint): string {
+  const s = Number(ns) / 1e9;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  if (s < 2 * 3600) return `${(s / 60).toFixed(1)} min`;
+  if (s < 2 * 86400) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(s < 3650 * 86400 ? 1 : 0)} days`;
 }

@@ -15,6 +15,34 @@ export interface NodeView {
   receivedMs: number;
 }
 
+/** A node that says nothing about its period published every second (the fixed period before statePeriodMs). */
+export const LEGACY_STATE_PERIOD_MS = 1_000;
+/**
+ * A node is gone after this many of its own state periods without a state:
+ * one lost or late heartbeat is not an absence; at the default 5 s period
+ * this is 15 s, when the broker sends the last will of a silent client anyway.
+ */
+export const STALE_AFTER_PERIODS = 3;
+
+/** The longest a node says it stays silent, ms. */
+export function statePeriodMs(view: NodeView): number {
+  return view.state.statePeriodMs ?? LEGACY_STATE_PERIOD_MS;
+}
+
+/**
+ * The node's error bound extrapolated to now: what it published plus its
+ * growth over the state's age (states go out on change and heartbeat, not
+ * every second). null when unbounded.
+ */
+export function errorBoundNow(view: NodeView, ageMs: number): number | null {
+  const s = view.state;
+  if (s.errorBoundNs === null || s.errorBoundNs === undefined) return null;
+  return s.errorBoundNs + Math.max(0, ageMs) * 1e6 * (s.errorBoundGrowthPpm ?? 0) * 1e-6;
+}
+
+/** Built once: localeCompare with options builds a collator per call, milliseconds per sort of a thousand ids. */
+const NODE_ORDER = new Intl.Collator(undefined, { numeric: true });
+
 function monotonicMs(): number {
   return Number(process.hrtime.bigint() / 1_000_000n);
 }
@@ -61,11 +89,17 @@ export class NodeDirectory {
   }
 
   list(): NodeView[] {
-    return [...this.nodes.values()].sort((a, b) => a.id.localeCompare(b.id, undefined, { numeric: true }));
+    return [...this.nodes.values()].sort((a, b) => NODE_ORDER.compare(a.id, b.id));
   }
 
   online(): string[] {
-    return this.list().filter((n) => n.status === 'online').map((n) => n.id);
+    const ids: string[] = [];
+    for (const n of this.nodes.values()) if (n.status === 'online') ids.push(n.id);
+    return ids.sort(NODE_ORDER.compare);
+  }
+
+  get size(): number {
+    return this.nodes.size;
   }
 
   /** Since the state was received, or since the node wrote it when both clocks are synchronized (the older of the two). */
@@ -75,6 +109,11 @@ export class NodeDirectory {
     const now = this.nowNs?.();
     if (now === undefined || written === undefined || !view.state.synchronized) return sinceReceived;
     return Math.max(sinceReceived, Number(now - written) / 1e6);
+  }
+
+  /** No state for STALE_AFTER_PERIODS of the node's own period (it may be gone without its will yet). */
+  isStale(view: NodeView): boolean {
+    return this.ageMs(view) > STALE_AFTER_PERIODS * statePeriodMs(view);
   }
 
   onChange(listener: (view: NodeView) => void): () => void {

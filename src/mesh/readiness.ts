@@ -5,7 +5,7 @@
  * All targets are measured by one rule: their whole bound, or, when they all
  * follow the same NTP server, their bound beyond that server's own.
  */
-import type { NodeDirectory, NodeView } from './presence.js';
+import { errorBoundNow, statePeriodMs, STALE_AFTER_PERIODS, type NodeDirectory, type NodeView } from './presence.js';
 
 export interface Laggard {
   node: string;
@@ -18,13 +18,25 @@ export interface GateOptions {
   /** Node ids; undefined: every node online in the directory. */
   nodes?: string[];
   thresholdNs: number;
-  /** A state older than this does not count (the node may be gone without its will yet). */
+  /**
+   * A state older than this does not count (the node may be gone without its
+   * will yet); never less than STALE_AFTER_PERIODS of the node's own state period.
+   */
   maxStateAgeMs: number;
+  /** Without a node list: wait until at least this many nodes are online (a group still connecting is not all of it). */
+  minNodes?: number;
 }
+
+/** While the gate waits, how often it says how far it got (a thousand nodes take a while). */
+const WAITING_REPORT_MS = 10_000;
+/** A message naming a thousand laggards is read by nobody (the error's `laggards` keeps them all). */
+const MAX_LAGGARDS_NAMED = 20;
 
 export class NotReadyError extends Error {
   constructor(readonly laggards: Laggard[], waitedMs: number) {
-    super(`not ready after ${(waitedMs / 1000).toFixed(1)} s: ${laggards.map((l) => `${l.node} (${l.why})`).join(', ')}`);
+    const named = laggards.slice(0, MAX_LAGGARDS_NAMED).map((l) => `${l.node} (${l.why})`).join(', ');
+    const more = laggards.length > MAX_LAGGARDS_NAMED ? ` and ${laggards.length - MAX_LAGGARDS_NAMED} more` : '';
+    super(`not ready after ${(waitedMs / 1000).toFixed(1)} s: ${named}${more}`);
     this.name = 'NotReadyError';
   }
 }
@@ -72,10 +84,11 @@ function judge(dir: NodeDirectory, id: string, view: NodeView | undefined, o: Ga
   if (!view) return { node: id, why: 'never seen (no state message)' };
   if (view.status === 'offline') return { node: id, why: 'offline' };
   const age = dir.ageMs(view);
-  if (age > o.maxStateAgeMs) return { node: id, why: `no state for ${(age / 1000).toFixed(1)} s` };
+  if (age > Math.max(o.maxStateAgeMs, STALE_AFTER_PERIODS * statePeriodMs(view))) return { node: id, why: `no state for ${(age / 1000).toFixed(1)} s` };
   const s = view.state;
   if (!s.synchronized) return { node: id, why: 'not synchronized', errorBoundNs: null };
-  const whole = s.errorBoundNs;
+  // The bound as it is now, not as it was when the node last spoke.
+  const whole = errorBoundNow(view, age);
   if (whole === null || whole === undefined) return { node: id, why: 'no error bound', errorBoundNs: null };
   const bound = relativeTo !== undefined ? Math.max(0, whole - (s.sourceDistanceNs ?? 0)) : whole;
   if (bound > o.thresholdNs) {
@@ -98,14 +111,24 @@ export function readiness(dir: NodeDirectory, o: GateOptions): { targets: string
 }
 
 /** Waits until every target is ready; throws NotReadyError naming the laggards at the timeout. */
-export async function waitUntilReady(dir: NodeDirectory, o: GateOptions & { timeoutMs: number; pollMs?: number }): Promise<string[]> {
+export async function waitUntilReady(
+  dir: NodeDirectory,
+  o: GateOptions & { timeoutMs: number; pollMs?: number; onWaiting?: (line: string) => void },
+): Promise<string[]> {
   const start = Date.now();
+  let told = start;
   for (;;) {
     const { targets, laggards } = readiness(dir, o);
-    if (targets.length > 0 && laggards.length === 0) return targets;
+    if (targets.length >= Math.max(1, o.minNodes ?? 1) && laggards.length === 0) return targets;
     const waited = Date.now() - start;
+    if (o.onWaiting && Date.now() - told >= WAITING_REPORT_MS) {
+      told = Date.now();
+      const first = laggards[0];
+      o.onWaiting(`${targets.length - laggards.length} of ${Math.max(targets.length, o.minNodes ?? 0)} node(s) ready after ${(waited / 1000).toFixed(0)} s${first ? `; waiting for ${laggards.length}, e.g. ${first.node} (${first.why})` : ''}`);
+    }
     if (waited >= o.timeoutMs) {
-      throw new NotReadyError(targets.length === 0 ? [{ node: '(none)', why: 'no node online in this group' }] : laggards, waited);
+      const few = targets.length < (o.minNodes ?? 1) ? [{ node: '(group)', why: `${targets.length} node(s) online, waiting for ${o.minNodes}` }] : [];
+      throw new NotReadyError(targets.length === 0 ? [{ node: '(none)', why: 'no node online in this group' }] : [...few, ...laggards], waited);
     }
     await new Promise((r) => setTimeout(r, o.pollMs ?? 100));
   }

@@ -76,9 +76,16 @@ function range(values: bigint[]): number {
 }
 
 export function nodeRows(targets: string[], acks: Map<string, AckMessage>, ackLatencyMs: Map<string, number>, reports: ReportMessage[]): NodeRow[] {
+  // Grouped once: filtering all reports per target was O(nodes × reports), minutes at a thousand nodes.
+  const byNode = new Map<string, ReportMessage[]>();
+  for (const r of reports) {
+    let list = byNode.get(r.node);
+    if (!list) byNode.set(r.node, (list = []));
+    list.push(r);
+  }
   return targets.map((node) => {
     const ack = acks.get(node);
-    const mine = reports.filter((r) => r.node === node);
+    const mine = byNode.get(node) ?? [];
     const row: NodeRow = { node, ack: ack?.status ?? 'none', fires: new Set(mine.map((r) => r.index)).size, reports: mine.length };
     if (ack?.reason) row.reason = ack.reason;
     if (ack?.detail && ack.status !== 'scheduled') row.detail = ack.detail;
@@ -92,7 +99,7 @@ export function nodeRows(targets: string[], acks: Map<string, AckMessage>, ackLa
       row.latenessP50Ns = lateness.p50;
     }
     const truth = mine.filter((r) => r.trueNs !== undefined).map((r) => Math.abs(Number(r.trueNs! - r.plannedNs)));
-    if (truth.length) row.trueErrorMaxNs = Math.max(...truth);
+    if (truth.length) row.trueErrorMaxNs = truth.reduce((a, b) => (b > a ? b : a), 0);
     const photo = [...mine].reverse().find((r) => r.exposureErrorNs !== undefined || r.exposureUnknown !== undefined);
     if (photo?.exposureErrorNs !== undefined) row.exposureErrorNs = photo.exposureErrorNs;
     else if (photo?.exposureUnknown !== undefined) row.exposureUnknown = photo.exposureUnknown;
@@ -132,7 +139,33 @@ function table(header: string[], rows: string[][]): string {
 
 const opt = (ns: number | undefined) => (ns === undefined ? '-' : formatNs(ns));
 
-export function formatNodeTable(rows: NodeRow[]): string {
+/**
+ * A table of a thousand nodes is read by nobody: beyond this many rows the
+ * table keeps the nodes that did not do what was asked (no ack, rejected,
+ * fires missing), then the latest to ack, and says what it left out.
+ */
+export const MAX_NODE_TABLE_ROWS = 40;
+
+function rowIsWell(r: NodeRow): boolean {
+  return r.ack === 'scheduled' && (r.expectedFires === undefined || r.fires >= r.expectedFires);
+}
+
+export function formatNodeTable(all: NodeRow[], maxRows = MAX_NODE_TABLE_ROWS): string {
+  let rows = all;
+  let omitted = '';
+  if (all.length > maxRows) {
+    const bad = all.filter((r) => !rowIsWell(r));
+    const well = all.filter(rowIsWell).sort((a, b) => (b.ackLatencyMs ?? 0) - (a.ackLatencyMs ?? 0));
+    const kept = new Set([...bad, ...well].slice(0, maxRows));
+    rows = all.filter((r) => kept.has(r));
+    const left = all.length - rows.length;
+    const leftBad = bad.length - bad.filter((r) => kept.has(r)).length;
+    const acks = quantiles(all.filter((r) => r.ackLatencyMs !== undefined).map((r) => r.ackLatencyMs!));
+    omitted =
+      `\n… ${left} more node(s) not shown (${leftBad ? `${leftBad} of them with problems; --json has every row` : 'all scheduled and fired as asked'}); ` +
+      `shown: problems first, then the latest acks` +
+      (acks ? `; ack ms over all ${acks.n}: p50 ${acks.p50.toFixed(1)}, p99 ${acks.p99.toFixed(1)}, max ${acks.max.toFixed(1)}` : '');
+  }
   const simulated = rows.some((r) => r.trueErrorMaxNs !== undefined);
   const photos = rows.some((r) => r.exposureErrorNs !== undefined || r.exposureUnknown !== undefined);
   const header = ['node', 'ack', 'offset found', 'error bound', 'ack ms', 'fires', 'lateness p50', 'lateness max', ...(simulated ? ['true error max'] : []), ...(photos ? ['exposure error'] : [])];
@@ -150,7 +183,7 @@ export function formatNodeTable(rows: NodeRow[]): string {
       ...(simulated ? [opt(r.trueErrorMaxNs)] : []),
       ...(photos ? [r.exposureErrorNs !== undefined ? `${r.exposureErrorNs >= 0 ? '+' : ''}${formatNs(r.exposureErrorNs)}` : r.exposureUnknown !== undefined ? 'unknown' : '-'] : []),
     ]),
-  );
+  ) + omitted;
 }
 
 /** Column titles shared by the trigger, demo and benchmark tables: the two simulated spreads are different things. */

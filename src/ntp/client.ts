@@ -78,6 +78,12 @@ export interface NtpClientOptions {
   burstIntervalSeconds?: number;
   /** Host name resolution; node's dns.lookup by default (tests can inject). */
   lookup?: (host: string) => Promise<{ address: string; family: number }>;
+  /**
+   * Send from this local address (default: the OS picks). The swarm gives
+   * each simulated node its own 127.x.y.z, so the server's per-address rate
+   * limit sees a thousand clients, as it would on a LAN, not one flooder.
+   */
+  localAddress?: string;
 }
 
 export const DEFAULT_MIN_POLL_SECONDS = 1;
@@ -127,6 +133,7 @@ export class NtpClient {
   private selectedIndex: number | undefined;
   private lastSampleRawNs: bigint | undefined;
   private lastFrequencyErrorPpm: number | undefined;
+  private readonly localAddress: string | undefined;
   /** Counts of what happened, for tests and the status line. */
   readonly counters = { samples: 0, rejected: 0, kisses: 0, updates: 0 };
 
@@ -142,6 +149,7 @@ export class NtpClient {
     if (maxPollSeconds < minPollSeconds) throw new NtpClientError('maxPollSeconds must be ≥ minPollSeconds');
     this.timescale = options.timescale;
     this.lookup = options.lookup ?? ((host) => dnsLookup(host));
+    this.localAddress = options.localAddress;
     this.runners = options.servers.map((spec) => ({
       source: new NtpSource({
         spec,
@@ -276,6 +284,16 @@ export class NtpClient {
       runner.source.lastError = error.code === 'ECONNREFUSED' ? `no NTP server answers at ${runner.source.address} (connection refused)` : error.message;
     });
     try {
+      const local = this.localAddress;
+      if (local) {
+        await new Promise<void>((resolve, reject) => {
+          socket.once('error', reject);
+          socket.bind(0, local, () => {
+            socket.off('error', reject);
+            resolve();
+          });
+        });
+      }
       await new Promise<void>((resolve, reject) => {
         socket.once('error', reject);
         socket.connect(port, address, () => {

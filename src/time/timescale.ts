@@ -167,6 +167,14 @@ export class Timescale {
   }
 
   /**
+   * How fast errorBoundNs grows without a new estimate, ppm (ns per s of raw
+   * time, / 1000): a reader of a bound published earlier can extrapolate it.
+   */
+  get errorBoundGrowthPpm(): number {
+    return this.frequencyErrorPpm + this.holdoverWanderPpm;
+  }
+
+  /**
    * An honest bound on |true UTC − disciplined UTC| at rawNs: the estimate's
    * own bound, plus what is not slewed in yet, plus frequency error and
    * wander × the time since the estimate (holdover). Infinity before sync.

@@ -10,7 +10,7 @@ import { runCli } from '../support/cli.js';
 import { repoRoot } from '../support/repo.js';
 
 const run = promisify(execFile);
-const COMMANDS = ['query', 'sync', 'serve-time', 'wait', 'at', 'cron', 'crontab', 'fire', 'node', 'hub', 'trigger', 'demo'];
+const COMMANDS = ['query', 'sync', 'serve-time', 'wait', 'at', 'cron', 'crontab', 'fire', 'node', 'hub', 'trigger', 'demo', 'swarm'];
 
 describe('cli: lockstep --help', function () {
   this.timeout(60_000);

@@ -86,6 +86,11 @@ describe('mesh CLI: bad input', function () {
     [['trigger', 'explode', '--broker', 'mqtt://127.0.0.1:1'], /unknown action 'explode'/],
     [['trigger', 'blink', '--line', '17', '--in', 'soon', '--broker', 'mqtt://127.0.0.1:1'], /--in: not a duration/],
     [['hub', '--broker', 'mqtt://127.0.0.1:1', '--ntp-port', '99999'], /--ntp-port takes an integer from 1 to 65535/],
+    [['node', '--id', 'a', '--broker', 'mqtt://127.0.0.1:1', '--system-clock', '--max-ahead', 'soon'], /--max-ahead: not a duration/],
+    [['node', '--id', 'a', '--broker', 'mqtt://127.0.0.1:1', '--system-clock', '--max-ahead', '0s'], /--max-ahead must be longer than 0/],
+    [['node', '--id', 'a', '--broker', 'mqtt://127.0.0.1:1,ftp://x', '--system-clock'], /'ftp:\/\/x' must look like mqtt:\/\/HOST:PORT/],
+    [['trigger', 'blink', '--line', '17', '--broker', 'mqtt://127.0.0.1:1,mqtts://127.0.0.1:2'], /give every URL the same scheme/],
+    [['demo', '--nodes', '5000'], /--nodes takes an integer from 1 to 2000/],
   ];
   for (const [args, message] of cases) {
     it(`lockstep ${args.join(' ')}: exit 2, ${message.source}`, async () => {

@@ -77,7 +77,8 @@ describe('mesh: the hub page and its API (hub --http, node processes, mosquitto,
   function startNode(id: string, offsetSeconds: number, driftPpm: number, ntpPort: number): void {
     const child = spawn(
       process.execPath,
-      [CLI_PATH, 'node', '--id', id, '--broker', broker.url, '--group', group, '--ntp', `127.0.0.1:${ntpPort}`, '--min-poll', '1', '--max-poll', '2',
+      // --state-period 1s: the offline tests below count missed periods of 1 s (nodes default to a 5 s heartbeat).
+      [CLI_PATH, 'node', '--id', id, '--broker', broker.url, '--group', group, '--ntp', `127.0.0.1:${ntpPort}`, '--min-poll', '1', '--max-poll', '2', '--state-period', '1s',
         '--driver', 'sim', `--sim-offset=${offsetSeconds}`, `--sim-drift=${driftPpm}`, '--state-file', join(dir, `${id}.json`), '--exit-with-stdin', '--quiet'],
       { stdio: ['pipe', 'ignore', 'ignore'] },
     );

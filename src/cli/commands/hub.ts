@@ -129,7 +129,7 @@ export const command: Command = {
       if (code === 'EADDRINUSE') throw new UsageError(`NTP port ${port} is in use (chronyd or ntpd?): stop it, or use --ntp-port`);
       throw error;
     }
-    process.stderr.write(`lockstep hub: ${hub.ntpAddress ? `serving ${served.describe()} on ${hub.ntpAddress.address}:${hub.ntpAddress.port}, ` : ''}watching ${topics.prefix}/ on ${mqtt.url}\n`);
+    process.stderr.write(`lockstep hub: ${hub.ntpAddress ? `serving ${served.describe()} on ${hub.ntpAddress.address}:${hub.ntpAddress.port}, ` : ''}watching ${topics.prefix}/ on ${(mqtt.servers ?? [mqtt.url]).join(' or ')}\n`);
     let dashboard: Awaited<ReturnType<typeof startDashboard>> | undefined;
     if (http) {
       try {

@@ -18,6 +18,7 @@ import { lowerTimerSlackDetailed } from '../../schedule/process-tuning.js';
 import type { ActionKind, ActionSpec } from '../../schedule/actions.js';
 import { MeshNode, type SyncSnapshot } from '../../mesh/node.js';
 import { StateFile } from '../../mesh/state-file.js';
+import { syncSnapshot } from '../mesh/sync-snapshot.js';
 import { checkId, TopicError } from '../../mesh/topics.js';
 import { buildActuator, DRIVERS, type DriverName, type HardwareOptions } from '../../../hardware/index.js';
 
@@ -48,6 +49,11 @@ broker, acks them, fires them at the instant, reports each fire.
   --allow-command        accept 'command' actions from the network (they run programs)
   --require-signature    refuse unsigned triggers (default when --keys is given)
   --state-file PATH      pending triggers survive restarts here (default ~/.lockstep/node-ID.json)
+  --max-ahead DUR        refuse a trigger whose first instant is further ahead (default 24h: same-day
+                         shows; plan further with a crontab), with reason 'too-far-ahead'
+  --max-pending N        pending triggers kept at most (default 256), more are refused 'too-many-pending'
+  --state-period DUR     longest interval between two state messages (default 5s; changes go at once):
+                         the hub calls the node gone after 3 of them without a state
   --sim-offset SECONDS   simulate a clock this far off (demo, tests)
   --sim-drift PPM        simulate a clock running this fast
   --nice N               process priority (-20..19; negative needs root or CAP_SYS_NICE): the scheduler
@@ -61,6 +67,12 @@ broker, acks them, fires them at the instant, reports each fire.
 ${MQTT_HELP}
 
 Stop with Ctrl-C (SIGINT) or SIGTERM.`;
+
+function positiveDuration(name: string, text: string): bigint {
+  const ns = durationNsOption(name, text);
+  if (ns <= 0n) throw new UsageError(`--${name} must be longer than 0`);
+  return ns;
+}
 
 function log(quiet: boolean, id: string) {
   return (line: string) => {
@@ -99,6 +111,9 @@ export const command: Command = {
       nice: { type: 'string' },
       'exit-with-stdin': { type: 'boolean' },
       spin: { type: 'string' },
+      'max-ahead': { type: 'string' },
+      'max-pending': { type: 'string' },
+      'state-period': { type: 'string' },
     });
     if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
     if (!values.id) throw new UsageError('--id is required');
@@ -148,42 +163,7 @@ export const command: Command = {
         maxPollSeconds: maxPoll,
       });
     }
-    const sync = (): SyncSnapshot => {
-      const raw = clock.nowNs();
-      const snapshot: SyncSnapshot = {
-        synchronized: timescale.synchronized,
-        offsetNs: timescale.offsetNs(raw),
-        frequencyPpm: timescale.frequencyPpm,
-        errorBoundNs: timescale.errorBoundNs(raw),
-        sources: [],
-      };
-      const last = timescale.lastEstimateRawNs;
-      if (last !== undefined) snapshot.lastSampleNs = timescale.utcAt(last);
-      if (client) {
-        const status = client.status();
-        if (status.synchronized && status.rootDelaySeconds !== undefined && status.rootDispersionSeconds !== undefined) {
-          snapshot.sourceDistanceNs = (status.rootDelaySeconds / 2 + status.rootDispersionSeconds) * 1e9;
-        }
-        snapshot.sources = status.sources.map((s) => ({
-          address: s.address,
-          reach: s.reach,
-          state: s.state,
-          delayNs: Math.round(s.delaySeconds * 1e9),
-          offsetNs: Math.round(s.offsetSeconds * 1e9),
-          jitterNs: Math.round(s.jitterSeconds * 1e9),
-          pollSeconds: s.pollSeconds,
-          ...(s.lastError ? { lastError: s.lastError } : {}),
-        }));
-        // Our clock minus the selected server's at the last sample (like chrony's "last offset"): exact for a node
-        // that follows one server (its hub); with several, the selected one's newest sample may be a poll older.
-        const selected = status.sources.find((s) => s.state === 'selected');
-        if (selected && status.lastSampleRawNs !== undefined && timescale.synchronized) {
-          snapshot.hubOffsetNs = Number(timescale.offsetNs(status.lastSampleRawNs)) - selected.offsetSeconds * 1e9;
-        }
-        snapshot.warnings = status.sources.filter((s) => s.lastError).map((s) => `NTP ${s.address}: ${s.lastError}`);
-      }
-      return snapshot;
-    };
+    const sync = (): SyncSnapshot => syncSnapshot(clock, timescale, client);
 
     // Wake-ups before each instant come within ~1 µs instead of up to 50 µs late (see process-tuning.ts).
     const slack = lowerTimerSlackDetailed();
@@ -232,6 +212,9 @@ export const command: Command = {
       stateFile: new StateFile(values['state-file'] ?? join(homedir(), '.lockstep', `node-${id}.json`)),
       allowKinds,
       log: log(!!values.quiet, id),
+      ...(values['max-ahead'] !== undefined ? { maxAheadNs: positiveDuration('max-ahead', values['max-ahead']) } : {}),
+      ...(values['state-period'] !== undefined ? { statePeriodMs: Number(positiveDuration('state-period', values['state-period']) / 1_000_000n) || 1 } : {}),
+      ...(values['max-pending'] !== undefined ? { maxPending: numberOption('max-pending', values['max-pending'], { min: 1, max: 100_000, integer: true }) } : {}),
     });
     // System-clock mode: chrony keeps disciplining it, so the claimed bound does not grow with time.
     const refresh = values['system-clock']
@@ -241,7 +224,7 @@ export const command: Command = {
     await node.start();
     await client?.start();
     log(!!values.quiet, id)(
-      `running: broker ${mqtt.url}, topics ${topics.prefix}/, ${client ? `NTP ${ntpSpecs.join(' ')}` : 'system clock'}, driver ${driver}, ` +
+      `running: broker ${(mqtt.servers ?? [mqtt.url]).join(' or ')}, topics ${topics.prefix}/, ${client ? `NTP ${ntpSpecs.join(' ')}` : 'system clock'}, driver ${driver}, ` +
         (slack.lowered ? 'timer slack 1 ns' : `timer slack left at ${slack.slackNs ?? '?'} ns (${slack.reason})`),
     );
 

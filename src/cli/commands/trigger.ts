@@ -62,7 +62,7 @@ export function parseAt(text: string, nowNs: bigint, zone?: string): bigint {
   }
 }
 
-function actionFrom(kind: string | undefined, v: Record<string, string | boolean | undefined>, rest: string[]): ActionSpec {
+function actionFrom(kind: string | undefined, v: Record<string, string | string[] | boolean | undefined>, rest: string[]): ActionSpec {
   let spec: Record<string, unknown>;
   switch (kind) {
     case 'blink': {

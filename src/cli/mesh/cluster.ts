@@ -19,6 +19,7 @@ import { Topics } from '../../mesh/topics.js';
 import { MqttSession } from '../../mesh/mqtt-session.js';
 import { Coordinator } from '../../mesh/coordinator.js';
 import { KeyRing } from '../../mesh/signing.js';
+import { simulatedNodeSpec } from './swarm.js';
 
 /** The CLI entry point, relative to this compiled file (works from any outDir). */
 export const CLI_MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
@@ -44,7 +45,35 @@ export interface ClusterOptions {
   hubControl?: boolean;
   /** Node stderr goes here (default: dropped unless LOCKSTEP_DEMO_DEBUG is set). */
   onNodeLog?: (id: string, line: string) => void;
+  /**
+   * 'processes' (default): one `lockstep node` process per node, fires spun
+   * to the instant. 'swarm': `lockstep swarm` processes of nodesPerProcess
+   * simulated nodes each (src/cli/mesh/swarm.ts), for the control plane at
+   * hundreds of nodes; the hub's NTP server then keeps its rate limiter on
+   * (each swarm node sends from its own loopback address).
+   */
+  layout?: 'processes' | 'swarm';
+  nodesPerProcess?: number;
+  /** Swarm: the nodes' longest interval between two state messages, ms (default the node's). */
+  statePeriodMs?: number;
+  /**
+   * Broker URLs per node: node i connects to brokers[i % brokers.length]
+   * (with the rest as failover when `failover`); the coordinator to the first.
+   * Default: the cluster's own private broker.
+   */
+  brokers?: string[];
+  /** Nodes may fail over to the other brokers in `brokers` (default false: each stays on its own). */
+  failover?: boolean;
+  /** Topic prefix (default demo-PID; a bridge carrying lockstep/# needs one under lockstep/). */
+  prefix?: string;
+  /** Extra mosquitto.conf lines for the private broker (sys_interval 1 for a benchmark's $SYS counters). */
+  brokerConfig?: string[];
 }
+
+/** Swarm layout: nodes per `lockstep swarm` process (10 × 100 for a thousand). */
+export const DEFAULT_NODES_PER_PROCESS = 100;
+/** Above this many nodes `lockstep demo` picks the swarm layout: a process per node is ~50 MB and a spinning core each. */
+export const SWARM_ABOVE_NODES = 50;
 
 export interface ClusterNode {
   id: string;
@@ -52,6 +81,7 @@ export interface ClusterNode {
   driftPpm: number;
   child: ChildProcess;
   stateFile: string;
+  brokerArgs: string[];
 }
 
 /** Tracks every process we start, so an exit for any reason kills them by pid. */
@@ -101,10 +131,12 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', grac
 }
 
 export class Cluster {
-  readonly broker = new PrivateBroker();
-  readonly topics = new Topics(`demo-${process.pid}`);
+  readonly broker: PrivateBroker;
+  readonly topics: Topics;
   readonly timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: HUB_ERROR_NS } });
   readonly nodes: ClusterNode[] = [];
+  /** Swarm layout: the `lockstep swarm` processes. */
+  readonly swarms: ChildProcess[] = [];
   hub: MeshHub | undefined;
   relay: UdpRelay | undefined;
   session: MqttSession | undefined;
@@ -114,17 +146,45 @@ export class Cluster {
 
   constructor(private readonly o: ClusterOptions) {
     // tmpfs when there is one: the nodes fsync their state file before each ack.
+    this.topics = new Topics(`demo-${process.pid}`, o.prefix);
+    this.broker = new PrivateBroker(o.brokerConfig ? { extraConfig: o.brokerConfig } : {});
     this.dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'lockstep-cluster-'));
   }
 
+  get layout(): 'processes' | 'swarm' {
+    return this.o.layout ?? 'processes';
+  }
+
+  /** Every node id of the group, in order. */
+  nodeIds(): string[] {
+    if (this.layout === 'processes') return this.nodes.map((n) => n.id);
+    return Array.from({ length: this.o.nodes }, (_, i) => simulatedNodeSpec({ index: i, total: this.o.nodes, maxOffsetSeconds: 0, maxDriftPpm: 0 }).id);
+  }
+
+  /** The broker URL the coordinator and hub use. */
+  get brokerUrl(): string {
+    return this.o.brokers?.[0] ?? this.broker.url;
+  }
+
+  /** Node i's broker options for its command line. */
+  private brokerArgs(i: number): string[] {
+    const list = this.o.brokers;
+    if (!list || list.length === 0) return ['--broker', this.broker.url];
+    const own = list[i % list.length]!;
+    return ['--broker', this.o.failover ? [own, ...list.filter((u) => u !== own)].join(',') : own];
+  }
+
   async start(): Promise<void> {
-    const { pid } = await this.broker.start();
-    track(pid);
+    if (!this.o.brokers) {
+      const { pid } = await this.broker.start();
+      track(pid);
+    }
     this.hub = new MeshHub({
       topics: this.topics,
-      mqtt: { url: this.broker.url, clientId: `lockstep-demo-hub-${process.pid}` },
+      mqtt: { url: this.brokerUrl, clientId: `lockstep-demo-hub-${process.pid}` },
       timescale: this.timescale,
-      ntp: { port: 0, bind: '127.0.0.1', rateLimit: false },
+      // A process per node all send from 127.0.0.1: one address to a per-address limiter. Swarm nodes each have their own.
+      ntp: { port: 0, bind: '127.0.0.1', rateLimit: this.layout === 'swarm' ? {} : false },
       ...(this.o.hubControl ? { control: { keys: this.o.keys, keyId: this.o.keyId }, watchTriggers: true } : {}),
     });
     await this.hub.start();
@@ -138,8 +198,9 @@ export class Cluster {
     }
     const maxOffset = this.o.maxOffsetSeconds ?? 5;
     const maxDrift = this.o.maxDriftPpm ?? 100;
-    for (let i = 0; i < this.o.nodes; i++) this.spawnNode(i, ntpTarget, maxOffset, maxDrift);
-    this.session = new MqttSession({ url: this.broker.url, clientId: `lockstep-demo-trigger-${process.pid}` });
+    if (this.layout === 'swarm') this.spawnSwarms(ntpTarget, maxOffset, maxDrift);
+    else for (let i = 0; i < this.o.nodes; i++) this.spawnNode(i, ntpTarget, maxOffset, maxDrift);
+    this.session = new MqttSession({ url: this.brokerUrl, clientId: `lockstep-demo-trigger-${process.pid}` });
     this.coordinator = new Coordinator({
       session: this.session,
       topics: this.topics,
@@ -154,23 +215,44 @@ export class Cluster {
 
   /** Node i's simulated clock: offsets and drifts spread over ±max, alternating signs. */
   private spawnNode(i: number, ntpTarget: string, maxOffset: number, maxDrift: number): void {
-    const n = this.o.nodes;
-    const frac = n === 1 ? 1 : i / (n - 1);
-    const offsetSeconds = Math.round((2 * frac - 1) * maxOffset * 1000) / 1000;
-    const driftPpm = Math.round((i % 2 === 0 ? 1 : -1) * (0.3 + 0.7 * ((i * 7) % n) / Math.max(1, n - 1)) * maxDrift);
-    const id = `node${String(i + 1).padStart(2, '0')}`;
+    const { id, offsetSeconds, driftPpm } = simulatedNodeSpec({ index: i, total: this.o.nodes, maxOffsetSeconds: maxOffset, maxDriftPpm: maxDrift });
     const stateFile = join(this.dir, `${id}.json`);
-    this.launch({ id, offsetSeconds, driftPpm, stateFile }, ntpTarget);
+    this.launch({ id, offsetSeconds, driftPpm, stateFile, brokerArgs: this.brokerArgs(i) }, ntpTarget);
+  }
+
+  /** `lockstep swarm` processes of nodesPerProcess nodes each; with several brokers, each process uses one. */
+  private spawnSwarms(ntpTarget: string, maxOffset: number, maxDrift: number): void {
+    const per = this.o.nodesPerProcess ?? DEFAULT_NODES_PER_PROCESS;
+    for (let first = 0, p = 0; first < this.o.nodes; first += per, p++) {
+      const count = Math.min(per, this.o.nodes - first);
+      const args = [
+        CLI_MAIN, 'swarm',
+        ...this.brokerArgs(p),
+        '--prefix', this.topics.prefix,
+        '--ntp', ntpTarget,
+        '--first', String(first),
+        '--count', String(count),
+        '--total', String(this.o.nodes),
+        `--max-offset=${maxOffset}`,
+        `--max-drift=${maxDrift}`,
+        ...(this.o.statePeriodMs !== undefined ? ['--state-period', `${this.o.statePeriodMs}ms`] : []),
+        '--exit-with-stdin',
+        ...(process.env.LOCKSTEP_DEMO_DEBUG ? [] : ['--quiet']),
+      ];
+      const child = spawn(process.execPath, args, { stdio: ['pipe', 'ignore', process.env.LOCKSTEP_DEMO_DEBUG ? 'inherit' : 'ignore'] });
+      track(child.pid);
+      this.swarms.push(child);
+    }
   }
 
   private ntpTargetOf = '';
 
-  private launch(spec: { id: string; offsetSeconds: number; driftPpm: number; stateFile: string }, ntpTarget: string): ClusterNode {
+  private launch(spec: { id: string; offsetSeconds: number; driftPpm: number; stateFile: string; brokerArgs: string[] }, ntpTarget: string): ClusterNode {
     this.ntpTargetOf = ntpTarget;
     const args = [
       CLI_MAIN, 'node',
       '--id', spec.id,
-      '--broker', this.broker.url,
+      ...spec.brokerArgs,
       '--prefix', this.topics.prefix,
       '--ntp', ntpTarget,
       // The node's own default polls (16 a second while it learns its frequency), backing off to 2 s.
@@ -211,7 +293,7 @@ export class Cluster {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.nodes.map((n) => stopChild(n.child)));
+    await Promise.all([...this.nodes.map((n) => stopChild(n.child)), ...this.swarms.map((c) => stopChild(c, 'SIGTERM', 8000))]);
     await this.session?.close(true).catch(() => undefined);
     await this.hub?.stop().catch(() => undefined);
     await this.relay?.stop().catch(() => undefined);

@@ -9,7 +9,7 @@ import { KeyRing, KeyFileError } from '../../mesh/signing.js';
 import type { MqttSessionOptions } from '../../mesh/mqtt-session.js';
 
 export const MQTT_OPTIONS = {
-  broker: { type: 'string' },
+  broker: { type: 'string', multiple: true },
   group: { type: 'string' },
   prefix: { type: 'string' },
   username: { type: 'string' },
@@ -22,7 +22,9 @@ export const MQTT_OPTIONS = {
 } as const;
 
 export const MQTT_HELP = `broker:
-  --broker URL           mqtt://HOST[:1883] or mqtts://HOST[:8883] (default mqtt://127.0.0.1:1883)
+  --broker URL[,URL...]  mqtt://HOST[:1883] or mqtts://HOST[:8883] (default mqtt://127.0.0.1:1883); several
+                         (repeat it or separate by commas) are tried in turn when one fails: failover
+                         between brokers that are bridged or clustered (see README, 'More than one broker')
   --group NAME           topics live under lockstep/NAME/ (default 'default')
   --prefix TOPIC         use this topic prefix instead of lockstep/GROUP
   --username U           MQTT user name (an ACL can limit each node to its own topics)
@@ -32,7 +34,7 @@ export const MQTT_HELP = `broker:
   --keys FILE            trigger signing keys, one 'ID HEX:<hex>' per line (HMAC-SHA256)`;
 
 export interface MeshValues {
-  broker?: string;
+  broker?: string | string[];
   group?: string;
   prefix?: string;
   username?: string;
@@ -54,11 +56,17 @@ export function topicsFrom(v: MeshValues): Topics {
 }
 
 export function mqttFrom(v: MeshValues): Omit<MqttSessionOptions, 'clientId'> {
-  const url = v.broker ?? 'mqtt://127.0.0.1:1883';
-  if (!/^(mqtts?|wss?):\/\/[^/]+/.test(url)) throw new UsageError(`--broker '${url}' must look like mqtt://HOST:PORT or mqtts://HOST:PORT`);
-  if ((v.ca || v.cert) && !/^(mqtts|wss):/.test(url)) throw new UsageError('--ca/--cert need an mqtts:// broker URL');
+  const given = (Array.isArray(v.broker) ? v.broker : v.broker === undefined ? [] : [v.broker]).flatMap((b) => b.split(',')).map((b) => b.trim()).filter(Boolean);
+  const urls = given.length ? given : ['mqtt://127.0.0.1:1883'];
+  for (const url of urls) {
+    if (!/^(mqtts?|wss?):\/\/[^/]+/.test(url)) throw new UsageError(`--broker '${url}' must look like mqtt://HOST:PORT or mqtts://HOST:PORT`);
+    if ((v.ca || v.cert) && !/^(mqtts|wss):/.test(url)) throw new UsageError('--ca/--cert need an mqtts:// broker URL');
+  }
+  if (new Set(urls.map((u) => u.split(':')[0])).size > 1) throw new UsageError(`--broker: give every URL the same scheme (mqtt:// or mqtts://), not ${urls.join(', ')}`);
+  const url = urls[0]!;
   if (!!v.cert !== !!v.key) throw new UsageError('--cert and --key go together');
   const options: Omit<MqttSessionOptions, 'clientId'> = { url };
+  if (urls.length > 1) options.servers = urls;
   if (v.username) options.username = v.username;
   if (v.password !== undefined && v['password-file'] !== undefined) throw new UsageError('give --password or --password-file, not both');
   if (v.password !== undefined) options.password = v.password;

@@ -1,0 +1,300 @@
+/**
+ * Scale benchmark: the control plane with N = 10, 100, 1,000 nodes, and a
+ * bridged pair of brokers. Nodes are the swarm (src/cli/mesh/swarm.ts):
+ * `lockstep swarm` processes of 100 simulated nodes, each with its own MQTT
+ * connection, NTP client (own 127.77.x.y address) against the hub's server,
+ * simulated clock and LED; no spin (fire precision is the mesh bench's job).
+ * The hub (NTP server, rate limiter on, and the node directory) and the
+ * trigger (coordinator) run in THIS process, as `lockstep demo` runs them.
+ *
+ * Per N: gate open → trigger published; published → each node's ack (p50,
+ * p99, all); last edge → last report; this process's RSS and CPU; the swarm
+ * processes' RSS; broker messages/s in and out in steady state (Mosquitto's
+ * $SYS counters) and state messages per node per s; the readiness gate's
+ * evaluation time; NTP requests served and rate-limited; and at the largest
+ * N the offset `chronyd -Q` measures from the hub's server meanwhile. Then
+ * one `lockstep node` process's RSS after 10,000 hostile triggers.
+ *
+ * Knobs: LOCKSTEP_SCALE_NS=10,100,1000  LOCKSTEP_SCALE_BRIDGED=1000 (0: skip)
+ *        LOCKSTEP_SCALE_TRIGGERS=3  LOCKSTEP_SCALE_HOSTILE=10000
+ */
+import { loadavg, cpus } from 'node:os';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Cluster } from '../../src/cli/mesh/cluster.js';
+import { PrivateBroker } from '../../src/mesh/broker.js';
+import { MqttSession } from '../../src/mesh/mqtt-session.js';
+import { Topics } from '../../src/mesh/topics.js';
+import { readiness } from '../../src/mesh/readiness.js';
+import { quantiles } from '../../src/mesh/spread.js';
+import { realClock } from '../../src/time/clock.js';
+import { Timescale } from '../../src/time/timescale.js';
+import { CLI_MAIN } from '../../src/cli/mesh/cluster.js';
+import { chronydQuery, have } from '../support/ntp-clients.js';
+import { hostileTrigger } from '../support/hostile-triggers.js';
+
+const NS = (process.env.LOCKSTEP_SCALE_NS ?? '10,100,1000').split(',').map(Number).filter((n) => n > 0);
+const BRIDGED = Number(process.env.LOCKSTEP_SCALE_BRIDGED ?? 1000);
+const TRIGGERS = Number(process.env.LOCKSTEP_SCALE_TRIGGERS ?? 3);
+const HOSTILE = Number(process.env.LOCKSTEP_SCALE_HOSTILE ?? 10_000);
+/**
+ * The gate asks 1 s: a swarm node's NTP bound honestly includes the time its
+ * replies wait for a CPU (100 nodes per event loop, 1,000 on 2 shared cores:
+ * hundreds of ms under load). This benchmark is about the control plane.
+ */
+const GATE_NS = Number(process.env.LOCKSTEP_SCALE_GATE_NS ?? 1_000_000_000);
+/** Steady state is measured over this window, after the triggers. */
+const STEADY_MS = 10_000;
+
+interface Row {
+  setup: string;
+  nodes: number;
+  syncSeconds: number;
+  gateToPublishedMs: number[];
+  ackP50Ms?: number;
+  ackP99Ms?: number;
+  allAcksMs: number[];
+  reportsAfterLastMs: number[];
+  missingAcks: number;
+  missingReports: number;
+  duplicates: number;
+  hubTriggerRssMB: number;
+  hubTriggerHeapMB?: number;
+  hubTriggerCpuPct: number;
+  swarmRssMB: number;
+  brokerInPerS?: number;
+  brokerOutPerS?: number;
+  statePerNodePerS: number;
+  gateEvalMs: number;
+  ntpServed: number;
+  ntpRateLimited: number;
+  /** At start: while the N nodes connect and burst their first NTP polls; steady: N clients at their poll intervals. */
+  chronydOffsetUs?: { atStart?: number; steady?: number };
+  load: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const uptime = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+function rssMB(pid: number): number {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+  } catch {
+    return 0;
+  }
+}
+
+/** Mosquitto's cumulative message counters ($SYS, refreshed every sys_interval). */
+async function brokerCounters(url: string): Promise<{ received: number; sent: number }> {
+  const s = new MqttSession({ url, clientId: `scale-sys-${Date.now()}` });
+  const got: Record<string, number> = {};
+  s.onMessage((topic, payload) => (got[topic] = Number(payload.toString())));
+  try {
+    await s.waitConnected(5000);
+    await s.subscribe(['$SYS/broker/messages/received', '$SYS/broker/messages/sent']);
+    const deadline = Date.now() + 3000;
+    while (Object.keys(got).length < 2 && Date.now() < deadline) await sleep(50);
+  } finally {
+    await s.close();
+  }
+  return { received: got['$SYS/broker/messages/received'] ?? NaN, sent: got['$SYS/broker/messages/sent'] ?? NaN };
+}
+
+async function measure(setup: string, nodes: number, bridged: boolean): Promise<Row> {
+  let extra: { a: PrivateBroker; b: PrivateBroker } | undefined;
+  let cluster: Cluster;
+  const prefix = `lockstep/scale-${process.pid}`;
+  if (bridged) {
+    const a = new PrivateBroker({ extraConfig: ['sys_interval 1'] });
+    await a.start();
+    const conf = readFileSync(new URL('../../../hardware/mosquitto-bridge.conf', import.meta.url), 'utf8')
+      .split('\n')
+      .filter((l) => l.trim() && !l.trim().startsWith('#'))
+      .map((l) => (l.startsWith('address ') ? `address 127.0.0.1:${a.port}` : l));
+    const b = new PrivateBroker({ extraConfig: [...conf, 'sys_interval 1'] });
+    await b.start();
+    extra = { a, b };
+    cluster = new Cluster({ nodes, layout: 'swarm', brokers: [a.url, b.url], prefix });
+  } else {
+    cluster = new Cluster({ nodes, layout: 'swarm', brokerConfig: ['sys_interval 1'], prefix });
+  }
+  const t0 = Date.now();
+  const cpu0 = process.cpuUsage();
+  const row: Row = {
+    setup, nodes, syncSeconds: 0, gateToPublishedMs: [], allAcksMs: [], reportsAfterLastMs: [], missingAcks: 0, missingReports: 0, duplicates: 0,
+    hubTriggerRssMB: 0, hubTriggerCpuPct: 0, swarmRssMB: 0, statePerNodePerS: 0, gateEvalMs: 0, ntpServed: 0, ntpRateLimited: 0, load: '',
+  };
+  const ackLatencies: number[] = [];
+  try {
+    await cluster.start();
+    const withChrony = !bridged && nodes === Math.max(...NS) && have('chronyd', ['-v']);
+    const chronyBefore = withChrony ? chronydQuery({ port: cluster.ntpPort, timeoutSeconds: 15 }) : undefined;
+    for (let i = 0; i < TRIGGERS; i++) {
+      const result = await cluster.coordinator!.run({
+        action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 200_000_000, count: 2 },
+        inNs: BigInt(Math.round(1_000 + nodes) * 1_000_000),
+        readyWithinNs: GATE_NS,
+        readyTimeoutMs: 240_000,
+        minNodes: nodes,
+        collectGraceMs: 10_000,
+        progress: (line) => console.log(`  [${setup} N=${nodes} ${((Date.now() - t0) / 1000).toFixed(0)} s] ${line}`),
+      });
+      if (i === 0) row.syncSeconds = (Date.now() - t0) / 1000;
+      if (result.gateToPublishedMs !== undefined) row.gateToPublishedMs.push(result.gateToPublishedMs);
+      if (result.allAcksMs !== undefined) row.allAcksMs.push(result.allAcksMs);
+      if (result.reportsAfterLastMs !== undefined) row.reportsAfterLastMs.push(result.reportsAfterLastMs);
+      row.missingAcks += result.missingAcks.length;
+      row.missingReports += result.rows.reduce((n, r) => n + Math.max(0, 2 - r.fires), 0);
+      row.duplicates += result.duplicateReports;
+      for (const r of result.rows) if (r.ackLatencyMs !== undefined) ackLatencies.push(r.ackLatencyMs);
+    }
+    const acks = quantiles(ackLatencies);
+    if (acks) {
+      row.ackP50Ms = acks.p50;
+      row.ackP99Ms = acks.p99;
+    }
+    // Steady state: the triggers done, every node synchronized.
+    const brokerUrls = extra ? [extra.a.url, extra.b.url] : [cluster.broker.url];
+    const counter = new MqttSession({ url: brokerUrls[0]!, clientId: 'scale-state-counter' });
+    let states = 0;
+    counter.onMessage((_t, _p, packet) => {
+      if (!packet.retain) states++;
+    });
+    await counter.waitConnected(5000);
+    await counter.subscribe([cluster.topics.allNodes('state')]);
+    const c0 = await Promise.all(brokerUrls.map(brokerCounters));
+    const cpuS = process.cpuUsage();
+    const s0 = Date.now();
+    const chronyDuring = withChrony ? chronydQuery({ port: cluster.ntpPort, timeoutSeconds: 15 }) : undefined;
+    states = 0;
+    await sleep(STEADY_MS);
+    const seconds = (Date.now() - s0) / 1000;
+    const c1 = await Promise.all(brokerUrls.map(brokerCounters));
+    const cpu = process.cpuUsage(cpuS);
+    row.hubTriggerCpuPct = ((cpu.user + cpu.system) / 1e6 / seconds) * 100;
+    row.statePerNodePerS = states / seconds / nodes;
+    await counter.close();
+    const inSum = c1.reduce((n, c, i) => n + c.received - c0[i]!.received, 0);
+    const outSum = c1.reduce((n, c, i) => n + c.sent - c0[i]!.sent, 0);
+    // The counters move once a second: the window is the time between the two readings, give or take one.
+    if (Number.isFinite(inSum)) row.brokerInPerS = inSum / seconds;
+    if (Number.isFinite(outSum)) row.brokerOutPerS = outSum / seconds;
+    row.hubTriggerRssMB = process.memoryUsage().rss / 2 ** 20;
+    row.hubTriggerHeapMB = process.memoryUsage().heapUsed / 2 ** 20;
+    row.swarmRssMB = cluster.swarms.reduce((n, c) => n + rssMB(c.pid!), 0);
+    // One evaluation of the gate over the whole directory, as the trigger polls it.
+    const g0 = process.hrtime.bigint();
+    for (let i = 0; i < 10; i++) readiness(cluster.hub!.directory, { thresholdNs: 50_000_000, maxStateAgeMs: 5_000 });
+    row.gateEvalMs = Number(process.hrtime.bigint() - g0) / 10 / 1e6;
+    const ntp = cluster.hub!.ntpStats()!;
+    row.ntpServed = ntp.served;
+    row.ntpRateLimited = ntp.rateLimited;
+    if (chronyBefore || chronyDuring) {
+      const [before, during] = await Promise.all([chronyBefore, chronyDuring]);
+      row.chronydOffsetUs = {};
+      if (before?.offsetSeconds !== undefined) row.chronydOffsetUs.atStart = before.offsetSeconds * 1e6;
+      if (during?.offsetSeconds !== undefined) row.chronydOffsetUs.steady = during.offsetSeconds * 1e6;
+    }
+    void cpu0;
+  } finally {
+    row.load = uptime();
+    await cluster.stop();
+    if (extra) {
+      await extra.b.dispose();
+      await extra.a.dispose();
+    }
+  }
+  return row;
+}
+
+/** One `lockstep node` process (system clock, simulated LED): RSS before and after a flood of hostile triggers. */
+/** As hardware/lockstep-node.service runs a node: a small heap collected early. */
+const UNIT_NODE_OPTIONS = '--max-old-space-size=64 --max-semi-space-size=1';
+
+async function hostileRss(count: number, nodeOptions?: string): Promise<{ startMB: number; afterMB: number; settledMB: number; acks: number; maxAckBytes: number; pendingMax: number }> {
+  const broker = new PrivateBroker();
+  await broker.start();
+  const dir = mkdtempSync(join(tmpdir(), 'lockstep-scale-hostile-'));
+  const topics = new Topics('hostile');
+  const child = spawn(process.execPath, [CLI_MAIN, 'node', '--id', 'h1', '--broker', broker.url, '--prefix', topics.prefix, '--system-clock', '--driver', 'sim', '--state-file', join(dir, 'h1.json'), '--quiet'], {
+    stdio: 'ignore',
+    env: { ...process.env, NODE_OPTIONS: nodeOptions ?? '' },
+  });
+  const s = new MqttSession({ url: broker.url, clientId: 'scale-hostile' });
+  const timescale = new Timescale(realClock(), { trustRawClock: { errorBoundNs: 1_000_000 } });
+  let acks = 0;
+  let maxAckBytes = 0;
+  let pendingMax = 0;
+  s.onMessage((topic, p) => {
+    if (topic.endsWith('/ack')) {
+      acks++;
+      maxAckBytes = Math.max(maxAckBytes, p.length);
+    } else if (topic.endsWith('/state')) {
+      const pending = (JSON.parse(p.toString()) as { pending?: number }).pending ?? 0;
+      pendingMax = Math.max(pendingMax, pending);
+    }
+  });
+  try {
+    await s.waitConnected(5000);
+    await s.subscribe([topics.allNodes('ack'), topics.allNodes('state')]);
+    await sleep(3000);
+    const startMB = rssMB(child.pid!);
+    for (let i = 0; i < count; i++) {
+      await s.publish(topics.trigger, hostileTrigger(i, timescale.nowNs()));
+      if (i % 500 === 499) await sleep(100); // a flood, not a broker benchmark: let the node answer
+    }
+    const deadline = Date.now() + 60_000;
+    while (acks < count && Date.now() < deadline) await sleep(200);
+    const afterMB = rssMB(child.pid!);
+    await sleep(5000);
+    return { startMB, afterMB, settledMB: rssMB(child.pid!), acks, maxAckBytes, pendingMax };
+  } finally {
+    await s.close();
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+    await broker.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const fmt = (v: number | undefined, digits = 0) => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits));
+const med = (xs: number[]) => quantiles(xs)?.p50;
+const worst = (xs: number[]) => (xs.length ? Math.max(...xs) : undefined);
+
+export async function run(): Promise<unknown> {
+  console.log(`scale: ${cpus().length} cores, load ${uptime()}; N = ${NS.join(', ')}${BRIDGED ? `, bridged ${BRIDGED}` : ''}; ${TRIGGERS} triggers each`);
+  const rows: Row[] = [];
+  for (const n of NS) rows.push(await measure('one broker', n, false));
+  if (BRIDGED > 0) rows.push(await measure('bridged pair', BRIDGED, true));
+  console.log(`  hostile triggers: ${HOSTILE} to one lockstep node ...`);
+  const hostile = await hostileRss(HOSTILE);
+  console.log(`  again, with the systemd unit's NODE_OPTIONS (${UNIT_NODE_OPTIONS}) ...`);
+  const hostileUnit = await hostileRss(HOSTILE, UNIT_NODE_OPTIONS);
+
+  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | last edge → all reports ms (max) | missing acks / reports / dup | hub+trigger RSS MB, CPU % | swarm RSS MB | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.setup} | ${r.nodes} | ${fmt(r.syncSeconds, 1)} | ${fmt(med(r.gateToPublishedMs), 1)} / ${fmt(worst(r.gateToPublishedMs), 1)} | ${fmt(r.ackP50Ms, 1)} / ${fmt(r.ackP99Ms, 1)} | ${fmt(worst(r.allAcksMs), 1)} | ${fmt(worst(r.reportsAfterLastMs), 0)} | ` +
+        `${r.missingAcks} / ${r.missingReports} / ${r.duplicates} | ${fmt(r.hubTriggerRssMB)} (heap ${fmt(r.hubTriggerHeapMB)}), ${fmt(r.hubTriggerCpuPct, 1)} | ${fmt(r.swarmRssMB)} | ${fmt(r.brokerInPerS)} / ${fmt(r.brokerOutPerS)} | ` +
+        `${fmt((r.brokerInPerS ?? NaN) / r.nodes, 2)} | ${fmt(r.statePerNodePerS, 3)} | ${fmt(r.gateEvalMs, 2)} | ${r.ntpServed} / ${r.ntpRateLimited} | ` +
+        `${r.chronydOffsetUs ? `${fmt(r.chronydOffsetUs.atStart, 1)} / ${fmt(r.chronydOffsetUs.steady, 1)}` : '-'} | ${r.load} |`,
+    );
+  }
+  console.log(
+    `\nnode RSS, ${HOSTILE} hostile triggers: ${hostile.startMB.toFixed(1)} MB before, ${hostile.afterMB.toFixed(1)} MB after (+${(hostile.afterMB - hostile.startMB).toFixed(1)}), ` +
+      `${hostile.settledMB.toFixed(1)} MB 5 s later; ${hostile.acks} acks, largest ${hostile.maxAckBytes} B; pending at most ${hostile.pendingMax} (target ≤ start + 20 MB)`,
+  );
+  console.log(
+    `  with the unit's NODE_OPTIONS: ${hostileUnit.startMB.toFixed(1)} MB before, ${hostileUnit.afterMB.toFixed(1)} MB after (+${(hostileUnit.afterMB - hostileUnit.startMB).toFixed(1)}), ` +
+      `${hostileUnit.settledMB.toFixed(1)} MB 5 s later; ${hostileUnit.acks} acks. The heap itself stays flat (the growth is garbage V8 has not collected yet, not retention).`,
+  );
+  console.log(
+    `\nwhere the machine is the limit: all N nodes, the broker, the hub and the trigger share ${cpus().length} cores (load ${uptime()} now, other work included).` +
+      ` 'sync s' is NTP convergence of 100 clients per event loop, whose samples the shared CPU delays; acks and reports at 1,000 queue behind` +
+      ` the swarm processes' event loops (100 nodes each) and Mosquitto's single thread, not behind the coordinator (gate eval ms, hub CPU %).`,
+  );
+  return { cores: cpus().length, rows, hostile, hostileUnit, unitNodeOptions: UNIT_NODE_OPTIONS };
+}
