@@ -119,7 +119,7 @@ describe('ntp/cli: lockstep query and sync', function () {
   });
 
   it('sync --json: converges to −(3.2 + 50e-6 × elapsed) and −50 ppm on a simulated clock', async () => {
-    const r = await runCli(['sync', `${chronyd.host}:${chronyd.port}`, '--json', '--duration', '5', '--sim-offset', '3.2', '--sim-drift', '50', '--min-poll', '0.5'], { timeoutMs: 20_000 });
+    const r = await runCli(['sync', `${chronyd.host}:${chronyd.port}`, '--json', '--duration', '8', '--sim-offset', '3.2', '--sim-drift', '50', '--min-poll', '0.5'], { timeoutMs: 25_000 });
     expect(r.code, r.stderr).to.equal(0);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.length).to.be.above(5);
