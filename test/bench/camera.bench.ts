@@ -23,6 +23,7 @@ import { runPhotos, type PhotoRun } from '../../src/cli/mesh/photo-run.js';
 import { quantiles, type Quantiles } from '../../src/mesh/spread.js';
 import { formatNs } from '../../src/mesh/readiness.js';
 import type { CaptureAction } from '../../src/schedule/actions.js';
+import { writeSvg, benchResultPath } from './svg-plot.js';
 
 const NODES = 10;
 const TRIGGERS = Number(process.env.LOCKSTEP_BENCH_TRIGGERS ?? 20);
@@ -46,6 +47,23 @@ interface ModeResult {
   clockSpreadNs?: Quantiles;
   seconds: number;
   load: string;
+}
+
+/** |true mid − instant| per judged photo (ns), per mode: the plot's data, not in the JSON (which has its quantiles). */
+const trueErrorsByMode = new Map<string, number[]>();
+
+/** One CDF per mode of |true exposure mid-point − instant|, log x (the modes differ by orders of magnitude). */
+export function plotCamera(results: { description: string; values: number[] }[], subtitle: string): string | undefined {
+  const series = results.filter((r) => r.values.length > 0);
+  if (series.length === 0) return undefined;
+  return writeSvg(benchResultPath('camera-exposure-error.svg'), {
+    kind: 'cdf', logX: true, unit: 'ns', title: 'When the exposure really happened, per camera mode', subtitle,
+    xLabel: '|true exposure mid-point − instant| per photo (log)',
+    series: series.map((r) => {
+      const q = quantiles(r.values);
+      return { label: `${r.description}${q ? ` (n ${q.n}, p50 ${formatNs(q.p50)}, p99 ${formatNs(q.p99)})` : ''}`, values: r.values };
+    }),
+  });
 }
 
 const SETUPS: Record<string, { action: CaptureAction; description: string; env?: Record<string, string>; nodeArgs?: string[] }> = {
@@ -100,7 +118,9 @@ async function runMode(mode: string): Promise<ModeResult> {
   if (spread) result.trueSpreadNs = spread;
   const report = q(judged.map((p) => Math.abs(p.reportErrorNs!)));
   if (report) result.reportErrorNs = report;
-  const truth = q(judged.map((p) => Math.abs(p.trueErrorNs!)));
+  const trueErrors = judged.map((p) => Math.abs(p.trueErrorNs!));
+  trueErrorsByMode.set(mode, trueErrors);
+  const truth = q(trueErrors);
   if (truth) result.trueErrorNs = truth;
   const clocks = q(runs.filter((r) => r.result.clockSpread).map((r) => r.result.clockSpread!.max));
   if (clocks) result.clockSpreadNs = clocks;
@@ -137,5 +157,10 @@ export async function run(): Promise<unknown> {
       '|reported − true|: a node\'s reported exposure mid-point against the truth of the same frame: its clock error plus the stand-in\'s.\n' +
       'clock agreement: per trigger, the spread of the true instants at which the nodes\' clocks read the instant.',
   );
+  const plot = plotCamera(
+    results.map((r) => ({ description: r.description, values: trueErrorsByMode.get(r.mode) ?? [] })),
+    `${NODES} simulated camera nodes, ${TRIGGERS} triggers per mode; ${cpus().length} shared cores, load after ${loadavg()[0]!.toFixed(2)}`,
+  );
+  if (plot) console.log(`(plot ${plot})`);
   return { nodes: NODES, triggersPerMode: TRIGGERS, cores: cpus().length, results };
 }

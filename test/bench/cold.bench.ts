@@ -29,6 +29,7 @@ import { PrivateBroker } from '../../src/mesh/broker.js';
 import { MqttSession } from '../../src/mesh/mqtt-session.js';
 import { Topics } from '../../src/mesh/topics.js';
 import { decodeReport, decodeState, parseMessage, toWire, type ReportMessage, type TriggerMessage } from '../../src/mesh/messages.js';
+import { writeSvg, benchResultPath, type DistributionSeries } from './svg-plot.js';
 
 const RUNS = Number(process.env.COLD_RUNS ?? 30);
 /** Nodes started together: their trains are NODE_PHASE_MS apart (period 500 ms), so no two spins overlap. */
@@ -199,7 +200,7 @@ async function fireBlinkRow(gcDir: string) {
     gcPauses += r.pauses.length;
     gcOverlaps += overlaps(r.pauses, instants);
   }
-  return { first: quantiles(first), every: quantiles(every), spinToRecorder: quantiles(path), gcPauses, gcOverlaps, failures };
+  return { first: quantiles(first), every: quantiles(every), spinToRecorder: quantiles(path), gcPauses, gcOverlaps, failures, raw: { first, every } };
 }
 
 async function nodeRow(gcDir: string) {
@@ -284,7 +285,7 @@ async function nodeRow(gcDir: string) {
     await watcher.close(false);
     await broker.dispose();
   }
-  return { first: quantiles(first), every: quantiles(every), maxPerNode: quantiles(perNodeMax), gcPauses, gcOverlaps, missingEdges: missing, notOnline };
+  return { first: quantiles(first), every: quantiles(every), maxPerNode: quantiles(perNodeMax), gcPauses, gcOverlaps, missingEdges: missing, notOnline, raw: { first, every } };
 }
 
 async function startRows(gcDir: string, stamp: string) {
@@ -320,7 +321,7 @@ async function startRows(gcDir: string, stamp: string) {
     // lockstep's part ends when the helper is released: a pause after that does not delay the program.
     gcOverlaps += overlaps(a.pauses, [{ plannedNs: t, doneNs: t + BigInt((report.actionLatenessNs as number) + (report.spawnLatencyNs as number)) }]);
   }
-  return { at: quantiles(at), atReleased: quantiles(atReleased), shellLoop: quantiles(loop), sleepN: quantiles(sleepRow), gcPauses, gcOverlaps, failures };
+  return { at: quantiles(at), atReleased: quantiles(atReleased), shellLoop: quantiles(loop), sleepN: quantiles(sleepRow), gcPauses, gcOverlaps, failures, raw: { at, shellLoop: loop, sleepN: sleepRow } };
 }
 
 async function cronRow(gcDir: string, stamp: string) {
@@ -345,7 +346,48 @@ async function cronRow(gcDir: string, stamp: string) {
       gcOverlaps += overlaps(r.pauses, fires.map((f) => ({ plannedNs: BigInt(f.plannedNs as string), doneNs: BigInt(f.plannedNs as string) + BigInt((f.actionLatenessNs as number) + (f.spawnLatencyNs as number)) })));
     }
   }
-  return { programStart: perTick.map(quantiles), atAction: perTickReport.map(quantiles), gcPauses, gcOverlaps, failures };
+  return { programStart: perTick.map(quantiles), atAction: perTickReport.map(quantiles), gcPauses, gcOverlaps, failures, raw: { programStart: perTick } };
+}
+
+// ------------------------------------------------------------------ plots
+
+export interface ColdRaw {
+  fire: { first: number[]; every: number[] };
+  node: { first: number[]; every: number[] };
+  starts: { at: number[]; shellLoop: number[]; sleepN: number[] };
+  cron: { programStart: number[][] };
+}
+
+/** p50 and max of one row, for its legend label (the table has the rest). */
+function legend(label: string, values: number[]): DistributionSeries {
+  const q = quantiles(values);
+  return { label: `${label} (n ${q.n}, p50 ${us(q.p50)}, max ${us(q.max)})`, values: values.map((v) => Math.abs(v)) };
+}
+
+/**
+ * Three CDFs of the rows' lateness, on log axes (the rows span µs to tens of
+ * ms): the edges of fresh fire/node processes, a program's start (at vs the
+ * shell loop vs sleep N), and the five ticks of a fresh cron process.
+ * Absolute values: an early edge would otherwise vanish from a log axis.
+ */
+export function plotCold(raw: ColdRaw, subtitle: string, stampKind: string): string[] {
+  const xLabel = '|true instant − planned| (log)';
+  return [
+    writeSvg(benchResultPath('cold-edges.svg'), {
+      kind: 'cdf', logX: true, unit: 'ns', title: 'A fresh process\'s edges: fire blink and node + one trigger', subtitle, xLabel,
+      series: [legend('fire blink: first edge', raw.fire.first), legend('fire blink: every edge', raw.fire.every), legend('node: first edge', raw.node.first), legend('node: every edge', raw.node.every)],
+    }),
+    writeSvg(benchResultPath('cold-program-start.svg'), {
+      kind: 'cdf', logX: true, unit: 'ns', title: `When a program started: lockstep at vs a shell loop vs sleep N`, subtitle: `${subtitle}; stamp ${stampKind}`,
+      xLabel: '|program start − planned| (log)',
+      series: [legend('at @T -- stamp', raw.starts.at), legend('shell loop (date; sleep 0.05)', raw.starts.shellLoop), legend('sleep N', raw.starts.sleepN)],
+    }),
+    writeSvg(benchResultPath('cold-cron-ticks.svg'), {
+      kind: 'cdf', logX: true, unit: 'ns', title: `lockstep cron in a fresh process: program start per tick`, subtitle: `${subtitle}; stamp ${stampKind}`,
+      xLabel: '|program start − planned| (log)',
+      series: raw.cron.programStart.map((v, k) => legend(`tick ${k + 1}`, v)),
+    }),
+  ];
 }
 
 // ------------------------------------------------------------------ table
@@ -382,8 +424,15 @@ export async function run(): Promise<unknown> {
     console.log(`cron: GC pauses ${cron.gcPauses}, at an instant ${cron.gcOverlaps}`);
     for (const f of [...fire.failures, ...starts.failures, ...cron.failures]) console.log(`run not counted: ${f}`);
     const seconds = (Date.now() - started) / 1000;
+    const subtitle = `${RUNS} fresh processes per row; ${cpus().length} shared cores, load ${loadBefore[0]!.toFixed(2)} before, ${loadAfter[0]!.toFixed(2)} after`;
+    for (const p of plotCold({ fire: fire.raw, node: node.raw, starts: starts.raw, cron: cron.raw }, subtitle, stamp.kind)) console.log(`(plot ${p})`);
     console.log(`(${seconds.toFixed(0)} s; load after ${loadAfter.map((l) => l.toFixed(2)).join(' ')})`);
-    return { runs: RUNS, stamp: stamp.kind, loadBefore, loadAfter, seconds, fire, node, starts, cron };
+    // The raw lateness lists feed the plots only: the JSON keeps its quantiles, as before.
+    const { raw: _f, ...fireJson } = fire;
+    const { raw: _n, ...nodeJson } = node;
+    const { raw: _s, ...startsJson } = starts;
+    const { raw: _c, ...cronJson } = cron;
+    return { runs: RUNS, stamp: stamp.kind, loadBefore, loadAfter, seconds, fire: fireJson, node: nodeJson, starts: startsJson, cron: cronJson };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -27,6 +27,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_PATH } from '../support/cli.js';
+import { writeSvg, benchResultPath } from './svg-plot.js';
 
 const ENTRIES = 20;
 const SECONDS = Number(process.env.LOCKSTEP_BENCH_CRONTAB_SECONDS ?? 120);
@@ -88,6 +89,12 @@ interface Config {
   cpuS?: number;
   processes: number;
   note?: string;
+}
+
+/** A config and its start lateness per sample (ns), for the plot only: the JSON keeps the quantiles. */
+interface Measured {
+  config: Config;
+  latenessNs: number[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -164,7 +171,7 @@ async function untilNs(ns: bigint): Promise<void> {
   if (ms > 0) await sleep(ms);
 }
 
-async function lockstepRun(dir: string, stampCmd: (file: string, name: string) => string, separate: boolean): Promise<Config> {
+async function lockstepRun(dir: string, stampCmd: (file: string, name: string) => string, separate: boolean): Promise<Measured> {
   const file = join(dir, separate ? 'separate.txt' : 'crontab.txt');
   const names = Array.from({ length: ENTRIES }, (_v, i) => `e${String(i + 1).padStart(2, '0')}`);
   const expr = `*/${PERIOD_S} * * * * *`;
@@ -196,15 +203,15 @@ async function lockstepRun(dir: string, stampCmd: (file: string, name: string) =
   const min = stats(minute);
   if (all) config.all = all;
   if (min) config.minute = min;
-  return config;
+  return { config, latenessNs: samples.map((s) => s.latenessNs) };
 }
 
 /** Debian's cron daemon in a private mount namespace that shows it only our crontab (see the header). */
-async function debianCronRun(dir: string, stampCmd: (file: string, name: string) => string): Promise<Config> {
+async function debianCronRun(dir: string, stampCmd: (file: string, name: string) => string): Promise<Measured> {
   const name = "Debian cron (cron -f)";
   const cron = '/usr/sbin/cron';
-  if (!existsSync(cron)) return { name, processes: 0, note: 'cron is not installed (.ci/ensure-deps installs it)' };
-  if (process.getuid?.() !== 0) return { name, processes: 0, note: 'needs root (a private mount namespace for its crontab)' };
+  if (!existsSync(cron)) return { config: { name, processes: 0, note: 'cron is not installed (.ci/ensure-deps installs it)' }, latenessNs: [] };
+  if (process.getuid?.() !== 0) return { config: { name, processes: 0, note: 'needs root (a private mount namespace for its crontab)' }, latenessNs: [] };
   const file = join(dir, 'cron.txt');
   const etc = join(dir, 'etc-crontab');
   const empty = join(dir, 'empty');
@@ -247,7 +254,27 @@ async function debianCronRun(dir: string, stampCmd: (file: string, name: string)
   const min = stats(samples);
   if (min) config.minute = min;
   else config.note = `no job ran (daemon exit ${daemon.exitCode ?? daemon.signalCode})`;
-  return config;
+  return { config, latenessNs: samples.map((s) => s.latenessNs) };
+}
+
+/**
+ * Program start lateness, one CDF per config, log x (lockstep is ~ms,
+ * Debian cron up to a second). lockstep's curves hold every 5 s instant,
+ * Debian's the whole minutes it can fire on; the legend says which.
+ */
+export function plotCrontab(measured: Measured[], subtitle: string): string | undefined {
+  const series = measured
+    .filter((m) => m.latenessNs.length > 0)
+    .map((m) => {
+      const s = m.config.all ?? m.config.minute!;
+      const which = m.config.all ? `every ${PERIOD_S} s` : ':00 only';
+      return { label: `${m.config.name}, ${which} (n ${s.n}, p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms)`, values: m.latenessNs };
+    });
+  if (series.length === 0) return undefined;
+  return writeSvg(benchResultPath('crontab-start-lateness.svg'), {
+    kind: 'cdf', logX: true, unit: 'ns', title: `${ENTRIES} entries due together: when each program started`, subtitle,
+    xLabel: 'program start − planned instant (log)', series,
+  });
 }
 
 function row(cells: Array<string | number | undefined>, widths: number[]): string {
@@ -266,10 +293,11 @@ export async function run(): Promise<unknown> {
     const stampCmd = compiled ? (file: string, name: string) => `${stamp} ${file} ${name}` : (file: string, name: string) => `echo ${name} $(date +%s%N) - >> ${file}`;
     const load0 = loadavg();
     console.log(`${ENTRIES} entries due on the same instants, ${SECONDS} s each; start recorded by ${recorder}; load ${load0.map((l) => l.toFixed(2)).join(' ')}`);
-    const configs: Config[] = [];
-    configs.push(await lockstepRun(dir, stampCmd, false));
-    configs.push(await lockstepRun(dir, stampCmd, true));
-    configs.push(await debianCronRun(dir, stampCmd));
+    const measured: Measured[] = [];
+    measured.push(await lockstepRun(dir, stampCmd, false));
+    measured.push(await lockstepRun(dir, stampCmd, true));
+    measured.push(await debianCronRun(dir, stampCmd));
+    const configs = measured.map((m) => m.config);
     const load1 = loadavg();
     const widths = [22, 10, 7, 8, 8, 8, 19, 7, 6, 12];
     console.log(row(['', 'instants', 'starts', 'p50 ms', 'p99 ms', 'max ms', 'entry p50 min–max', 'RSS MB', 'CPU s', 'missed/asked'], widths));
@@ -289,6 +317,8 @@ export async function run(): Promise<unknown> {
     const one = configs[0]!;
     const many = configs[1]!;
     if (one.rssMb && many.rssMb) console.log(`RSS: one lockstep crontab ${one.rssMb.toFixed(1)} MB vs 20 lockstep cron processes ${many.rssMb.toFixed(1)} MB (${(many.rssMb / one.rssMb).toFixed(1)}×)`);
+    const plot = plotCrontab(measured, `${SECONDS} s per config; start recorded by ${compiled ? 'a C program' : 'date +%s%N'}; load ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after`);
+    if (plot) console.log(`(plot ${plot})`);
     console.log(`load after: ${load1.map((l) => l.toFixed(2)).join(' ')}`);
     return { entries: ENTRIES, seconds: SECONDS, periodS: PERIOD_S, recorder: compiled ? 'c-program' : 'date', load: { before: load0, after: load1 }, configs };
   } finally {

@@ -34,6 +34,7 @@ import { Timescale } from '../../src/time/timescale.js';
 import { CLI_MAIN } from '../../src/cli/mesh/cluster.js';
 import { chronydQuery, have } from '../support/ntp-clients.js';
 import { hostileTrigger } from '../support/hostile-triggers.js';
+import { writeSvg, benchResultPath } from './svg-plot.js';
 
 const NS = (process.env.LOCKSTEP_SCALE_NS ?? '10,100,1000').split(',').map(Number).filter((n) => n > 0);
 const BRIDGED = Number(process.env.LOCKSTEP_SCALE_BRIDGED ?? 1000);
@@ -73,6 +74,23 @@ interface Row {
   /** At start: while the N nodes connect and burst their first NTP polls; steady: N clients at their poll intervals. */
   chronydOffsetUs?: { atStart?: number; steady?: number };
   load: string;
+}
+
+/** Every ack latency (ms) of a row, for the plot only: the JSON keeps p50/p99 as before. */
+const ackLatenciesOf = new WeakMap<Row, number[]>();
+
+/** One CDF per setup and N of trigger published → node's ack, log x (10 nodes ack in ms, 1,000 queue for seconds). */
+export function plotScaleAcks(rows: { setup: string; nodes: number; ackLatenciesMs: number[] }[], subtitle: string): string | undefined {
+  const series = rows.filter((r) => r.ackLatenciesMs.length > 0);
+  if (series.length === 0) return undefined;
+  return writeSvg(benchResultPath('scale-ack-latency.svg'), {
+    kind: 'cdf', logX: true, unit: 'ns', title: 'Trigger published → each node\'s ack, per N', subtitle,
+    xLabel: 'ack latency (log)',
+    series: series.map((r) => {
+      const q = quantiles(r.ackLatenciesMs);
+      return { label: `${r.setup}, N = ${r.nodes}${q ? ` (n ${q.n}, p50 ${q.p50.toFixed(1)} ms, p99 ${q.p99.toFixed(1)} ms)` : ''}`, values: r.ackLatenciesMs.map((ms) => ms * 1e6) };
+    }),
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -127,6 +145,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     hubTriggerRssMB: 0, hubTriggerCpuPct: 0, swarmRssMB: 0, statePerNodePerS: 0, gateEvalMs: 0, ntpServed: 0, ntpRateLimited: 0, load: '',
   };
   const ackLatencies: number[] = [];
+  ackLatenciesOf.set(row, ackLatencies);
   try {
     await cluster.start();
     const withChrony = !bridged && nodes === Math.max(...NS) && have('chronyd', ['-v']);
@@ -296,5 +315,10 @@ export async function run(): Promise<unknown> {
       ` 'sync s' is NTP convergence of 100 clients per event loop, whose samples the shared CPU delays; acks and reports at 1,000 queue behind` +
       ` the swarm processes' event loops (100 nodes each) and Mosquitto's single thread, not behind the coordinator (gate eval ms, hub CPU %).`,
   );
+  const plot = plotScaleAcks(
+    rows.map((r) => ({ setup: r.setup, nodes: r.nodes, ackLatenciesMs: ackLatenciesOf.get(r) ?? [] })),
+    `${TRIGGERS} triggers per N, every node's ack; swarm nodes on ${cpus().length} shared cores, load ${uptime()} after`,
+  );
+  if (plot) console.log(`(plot ${plot})`);
   return { cores: cpus().length, rows, hostile, hostileUnit, unitNodeOptions: UNIT_NODE_OPTIONS };
 }
