@@ -214,32 +214,16 @@ export function weightedRegression(
     fit = solve(scale);
     scale = Math.max(MIN_SCALE, fit.chi2 / (n - fit.p));
   }
-  // The standard errors are widened for the few degrees of freedom their scale was estimated from.
-  const widen = smallSampleFactor(n - fit.p);
   return {
     intercept: fit.a,
     slope: fit.b,
     covariateCoefficient: fit.c,
-    interceptSd: widen * Math.sqrt(Math.max(0, scale * fit.inverse[0]![0]!)),
-    slopeSd: widen * Math.sqrt(Math.max(0, scale * fit.inverse[1]![1]!)),
+    interceptSd: Math.sqrt(Math.max(0, scale * fit.inverse[0]![0]!)),
+    slopeSd: Math.sqrt(Math.max(0, scale * fit.inverse[1]![1]!)),
     scale,
     residuals: fit.residuals,
     runs: countRuns(fit.residuals),
   };
-}
-
-/**
- * Student's t at the 3σ level (99.73 %, two-sided) by degrees of freedom, over
- * 3: a standard error estimated from a handful of residuals is itself
- * uncertain, so "3σ" from 8 samples covers ~97 %, not 99.7 %. A real chronyd
- * on loopback gave a frequency 13.9 ppm off against a 3σ of 12.1 ppm after
- * ~12 samples. Beyond 30 degrees of freedom the factor is within 10 % of 1.
- */
-const T_3SIGMA_OVER_3: readonly number[] = [Infinity, 78.5, 6.41, 3.07, 2.21, 1.84, 1.63, 1.51, 1.43, 1.37, 1.32, 1.29, 1.26, 1.24, 1.22, 1.2, 1.19, 1.18, 1.17, 1.16, 1.14, 1.14, 1.13, 1.12, 1.12, 1.11, 1.11, 1.1, 1.1, 1.1, 1.09];
-export function smallSampleFactor(degreesOfFreedom: number): number {
-  if (degreesOfFreedom < 1) return T_3SIGMA_OVER_3[1]!;
-  if (degreesOfFreedom >= T_3SIGMA_OVER_3.length) return 1 + 2.4 / degreesOfFreedom; // t's large-dof expansion at 3σ, to within 1 %
-  return T_3SIGMA_OVER_3[Math.floor(degreesOfFreedom)]!;
 }
 
 /** Inverse of a small symmetric positive-definite matrix (Gauss–Jordan with partial pivoting). */
