@@ -168,9 +168,15 @@ describe('mesh: the hub page and its API (hub --http, node processes, mosquitto,
     expect(evil.online, 'a state 60 s old is offline').to.equal(false);
     expect(evil.offlineWhy).to.match(/no state for/);
     expect(evil.versionMismatch).to.equal(true);
-    const header = body.header as { counts: { online: number; ready: number }; broker: { connected: boolean }; hub: { stratum?: number } };
+    type Header = { counts: { online: number; ready: number }; broker: { connected: boolean }; hub: { stratum?: number } };
+    let header = body.header as Header;
     expect(header.counts.online).to.equal(3);
-    expect(header.counts.ready).to.equal(3);
+    // "ready" is each node's bound against the gate right now: one fresh process's bound can be out for a
+    // moment (a clean-clone run sampled 2 of 3 once), so the count must reach 3 again, not be 3 at one sample.
+    await waitFor(async () => {
+      header = (await api('/api/nodes')).body.header as Header;
+      return header.counts.ready === 3;
+    }, 10_000, 'the header counting 3 nodes within the gate');
     expect(header.broker.connected).to.equal(true);
     expect(header.hub.stratum).to.be.a('number');
     expect(body.control).to.equal(true);
