@@ -87,6 +87,12 @@ export interface NtpClientOptions {
 }
 
 export const DEFAULT_MIN_POLL_SECONDS = 1;
+/**
+ * A mesh node's default against its hub: 16 polls a second while it learns
+ * the frequency (the hub's server answers 20,000 requests/s, so even 1,000
+ * nodes booting together fit), backing off toward maxPoll once settled.
+ */
+export const LAN_HUB_MIN_POLL_SECONDS = 1 / 16;
 export const DEFAULT_MAX_POLL_SECONDS = 16;
 /** Bounds on what a caller may ask: below 1/64 s is flooding a server, above 2^17 s is NTP's own limit. */
 export const MIN_ALLOWED_POLL_SECONDS = 1 / 64;
@@ -95,6 +101,8 @@ export const MAX_ALLOWED_POLL_SECONDS = 131_072;
 const REACH_BITS = 8;
 /** Spread the first polls of several sources a little, so their replies do not queue behind each other. */
 const START_STAGGER_MS = 20;
+/** The first step waits for a bound under the step threshold, but for no more samples than an iburst's. */
+const FIRST_STEP_MAX_SAMPLES = 4;
 /** Retry a failed name resolution this often. */
 const RESOLVE_RETRY_SECONDS = 5;
 
@@ -374,7 +382,7 @@ export class NtpClient {
     const deviation = runner.stats.deviation(sample);
     const estimate = runner.stats.add(sample);
     runner.filterOutput = runner.filter.add(sample, estimate.frequencyPpm);
-    runner.source.poll.noteSample(deviation);
+    runner.source.poll.noteSample(deviation, estimate.frequencyBoundPpm ?? (estimate.samples >= 2 ? 3 * estimate.frequencySdPpm : undefined));
     this.lastSampleRawNs = sample.rawNs;
     this.update();
   }
@@ -401,7 +409,14 @@ export class NtpClient {
       else if (selection.falsetickers.includes(id)) r.state = 'falseticker';
       else r.state = 'candidate';
     });
-    if (estimate) {
+    // The first step waits until the estimate is known to within the step
+    // threshold: then no later correction can exceed it, so a bad first
+    // sample (a reply queued for 300 ms) costs a wait, not a second step.
+    // A path whose half round trip alone exceeds the threshold (a satellite
+    // link) cannot get there: it steps once the burst's samples are in.
+    const selectedSamples = this.selectedIndex !== undefined ? this.runners[this.selectedIndex]!.stats.size : 0;
+    const mayStep = this.timescale.synchronized || (estimate !== undefined && (estimate.errorBoundNs <= this.timescale.stepThresholdNs || selectedSamples >= FIRST_STEP_MAX_SAMPLES));
+    if (estimate && mayStep) {
       this.timescale.apply(estimate, rawNow);
       this.lastFrequencyErrorPpm = estimate.frequencyErrorPpm;
       this.counters.updates++;

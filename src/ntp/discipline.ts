@@ -36,6 +36,10 @@ export interface SourceView {
 export function sourceDistanceNs(view: SourceView, rawNowNs: bigint): number {
   const e = view.estimate;
   const ageS = Math.abs(Number(rawNowNs - e.rawNs)) / 1e9;
+  if (e.offsetBoundNs !== undefined && e.frequencyBoundPpm !== undefined) {
+    // The source's own bound (sourcestats.ts: the tighter of the regression's and the delay envelope's).
+    return view.lastSample.rootDelayNs / 2 + view.lastSample.rootDispersionNs + e.offsetBoundNs + ageS * (e.frequencyBoundPpm + WANDER_PPM) * 1e3;
+  }
   return (
     view.lastSample.rootDelayNs / 2 +
     view.lastSample.rootDispersionNs +

@@ -83,6 +83,12 @@ export const DEFAULT_BURST_POLLS = 4;
 export const DEFAULT_BURST_INTERVAL_SECONDS = 0.25;
 /** This many stable samples in a row and the poll interval doubles. */
 const STABLE_SAMPLES_TO_BACK_OFF = 4;
+/**
+ * No back-off while the frequency is known worse than this (ppm, the
+ * estimate's own bound): every second of polling fast is what narrows it,
+ * and each ppm costs 1 µs of error per second of holdover between polls.
+ */
+export const SETTLED_FREQUENCY_PPM = 5;
 /** A KoD RATE may push the interval up to this even when maxPoll is shorter (17 min). */
 const RATE_BACKOFF_CAP_SECONDS = 1024;
 /** A sample this many times further than expected from the prediction: poll faster again. */
@@ -130,8 +136,18 @@ export class PollSchedule {
     return this.interval;
   }
 
-  /** A valid sample arrived; `deviation` = |its offset − the prediction| / what was expected. */
-  noteSample(deviation: number): void {
+  /**
+   * A valid sample arrived; `deviation` = |its offset − the prediction| / what
+   * was expected, `frequencyBoundPpm` = the estimate's frequency uncertainty
+   * after it (undefined: not known yet, which counts as unsettled).
+   */
+  noteSample(deviation: number, frequencyBoundPpm?: number): void {
+    if (!(frequencyBoundPpm !== undefined && frequencyBoundPpm <= SETTLED_FREQUENCY_PPM)) {
+      // Still learning the frequency: poll as fast as allowed, whatever the samples look like.
+      this.stableRun = 0;
+      this.interval = this.floorSeconds;
+      return;
+    }
     if (!Number.isFinite(deviation)) return;
     if (deviation > UNSTABLE_FACTOR) {
       this.stableRun = 0;

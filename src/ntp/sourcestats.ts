@@ -34,9 +34,10 @@
  * oldest samples are dropped until it fits or only MIN_SAMPLES remain.
  */
 import type { Sample } from './source.js';
+import { fitEnvelope } from './envelope.js';
 
-/** Bound on the samples kept: at a 0.5 s poll this is a 2-minute window, at 16 s over an hour. */
-export const MAX_SAMPLES = 256;
+/** Bound on the samples kept: at a 1/16 s poll this is a 32 s window, at 16 s over two hours. */
+export const MAX_SAMPLES = 512;
 /** Fewer than this and the runs test cannot tell noise from a bend (chrony's default minsamples is 6). */
 export const MIN_SAMPLES = 6;
 /**
@@ -73,6 +74,24 @@ const RUNS_Z = 2.33;
 const DROP_FRACTION = 1 / 8;
 /** Residual scale factor floor: synthetic perfect data must not claim zero uncertainty. */
 const MIN_SCALE = 0.01;
+/** Sigmas of the regression's uncertainty in its bound (the envelope's bound is a bound already). */
+const REGRESSION_BOUND_SIGMAS = 3;
+/**
+ * The envelope needs samples near each floor before its slack means
+ * anything: its spacing estimate rests on the 5 lowest, so with fewer than
+ * 16 the "floor" is just the best of a few (1 s at a LAN hub's 1/16 s poll;
+ * a loopback client at 0.5 s keeps the regression for its first 8 s).
+ */
+const ENVELOPE_MIN_SAMPLES = 16;
+/**
+ * The envelope assumes the fixed parts of the two legs are equal (so does
+ * every NTP offset). Allow this fraction of the fixed one-way delay as an
+ * unseen difference: a Wi-Fi link's fixed part is the same air both ways,
+ * loopback's inbound leg carries the node's own wake-up. Without it the
+ * bound would be "half the minimum delay", which a 2 ms Wi-Fi round trip
+ * keeps above 1 ms forever.
+ */
+export const FIXED_ASYMMETRY_ALLOWANCE = 0.25;
 
 export interface RegressionResult {
   /** Fitted value at xRef (for z = 0). */
@@ -126,14 +145,35 @@ export function weightedRegression(
     // Normal equations M β = v over columns [1, dx, z].
     const M = Array.from({ length: p }, () => new Array<number>(p).fill(0));
     const v = new Array<number>(p).fill(0);
+    // Scalar sums, no per-sample arrays: this runs for every sample of a 512-sample window, 16 times a second.
+    let s1 = 0, sx = 0, sz = 0, sxx = 0, sxz = 0, szz = 0, sy = 0, sxy = 0, szy = 0;
     for (let i = 0; i < n; i++) {
-      const yi = y[i]! - (fixedC !== undefined && z ? fixedC * z[i]! : 0);
-      const row = useC ? [1, dx[i]!, z![i]!] : [1, dx[i]!];
+      const zi = z ? z[i]! : 0;
+      const yi = y[i]! - (fixedC !== undefined ? fixedC * zi : 0);
+      const xi = dx[i]!;
       const wi = w[i]!;
-      for (let r = 0; r < p; r++) {
-        v[r]! += wi * row[r]! * yi;
-        for (let c = 0; c < p; c++) M[r]![c]! += wi * row[r]! * row[c]!;
+      s1 += wi;
+      sx += wi * xi;
+      sxx += wi * xi * xi;
+      sy += wi * yi;
+      sxy += wi * xi * yi;
+      if (useC) {
+        sz += wi * zi;
+        sxz += wi * xi * zi;
+        szz += wi * zi * zi;
+        szy += wi * zi * yi;
       }
+    }
+    M[0]![0] = s1;
+    M[0]![1] = M[1]![0] = sx;
+    M[1]![1] = sxx;
+    v[0] = sy;
+    v[1] = sxy;
+    if (useC) {
+      M[0]![2] = M[2]![0] = sz;
+      M[1]![2] = M[2]![1] = sxz;
+      M[2]![2] = szz;
+      v[2] = szy;
     }
     if (slopePrior) {
       const precision = priorScale / (slopePrior.sd * slopePrior.sd);
@@ -249,10 +289,29 @@ export interface SourceEstimate {
   noiseSdNs: number;
   /** Offset bias per ns of delay excess (−0.5 … 0.5): the estimated path asymmetry. */
   asymmetry: number;
+  /**
+   * Bound on |true − estimated offset| at rawNs from the path (excluding the
+   * server's own root distance and growth with age), ns: the smaller of the
+   * regression's (min delay/2 + 3σ) and the delay envelope's.
+   */
+  offsetBoundNs?: number;
+  /** Bound on the frequency's error, ppm (3σ for the regression, the envelope's slope band). */
+  frequencyBoundPpm?: number;
+  /** Which estimator gave offsetNs and frequencyPpm. */
+  estimator?: 'regression' | 'envelope';
 }
 
 export class SourceStats {
   private samples: Sample[] = [];
+  /**
+   * Each sample's raw time (s) and offset (ns) as doubles from a base, kept
+   * beside it: converting 512 bigints on every fit, 16 times a second, was
+   * most of the cost (the garbage collector's). Re-based on clear().
+   */
+  private xs: number[] = [];
+  private ys: number[] = [];
+  private baseRawNs = 0n;
+  private baseOffsetNs = 0n;
   private current: SourceEstimate | undefined;
 
   get size(): number {
@@ -294,14 +353,26 @@ export class SourceStats {
       // Raw time never runs backwards; a sample out of order is dropped, not reordered.
       return this.current!;
     }
+    if (this.samples.length === 0) {
+      this.baseRawNs = sample.rawNs;
+      this.baseOffsetNs = sample.offsetNs;
+    }
     this.samples.push(sample);
-    if (this.samples.length > MAX_SAMPLES) this.samples.shift();
+    this.xs.push(Number(sample.rawNs - this.baseRawNs) / 1e9);
+    this.ys.push(Number(sample.offsetNs - this.baseOffsetNs));
+    if (this.samples.length > MAX_SAMPLES) {
+      this.samples.shift();
+      this.xs.shift();
+      this.ys.shift();
+    }
     this.current = this.regress();
     return this.current;
   }
 
   clear(): void {
     this.samples = [];
+    this.xs = [];
+    this.ys = [];
     this.current = undefined;
   }
 
@@ -319,12 +390,16 @@ export class SourceStats {
       if (all.length - start < MIN_SAMPLES) start = all.length - MIN_SAMPLES;
     }
     // Samples before the chosen window no longer fit the line: forget them (chrony's prune_register).
-    if (chosen.start > 0) this.samples = all.slice(chosen.start);
+    if (chosen.start > 0) {
+      this.samples = all.slice(chosen.start);
+      this.xs = this.xs.slice(chosen.start);
+      this.ys = this.ys.slice(chosen.start);
+    }
     const { fit } = chosen;
     const window = this.samples;
     const offset0 = window[0]!.offsetNs;
     const minDelayNs = minDelay(window);
-    return {
+    const regression: SourceEstimate = {
       rawNs: newest.rawNs,
       offsetNs: offset0 + BigInt(Math.round(fit.intercept)),
       frequencyPpm: fit.slope / 1e3,
@@ -334,16 +409,60 @@ export class SourceStats {
       minDelayNs,
       noiseSdNs: fit.sd0 * Math.sqrt(fit.scale),
       asymmetry: fit.covariateCoefficient,
+      offsetBoundNs: minDelayNs / 2 + REGRESSION_BOUND_SIGMAS * fit.interceptSd,
+      frequencyBoundPpm: (REGRESSION_BOUND_SIGMAS * fit.slopeSd) / 1e3,
+      estimator: 'regression',
+    };
+    if (window.length < ENVELOPE_MIN_SAMPLES) return regression;
+    return this.envelope(window, regression) ?? regression;
+  }
+
+  /**
+   * The delay envelope's estimate of the same window (envelope.ts), if its
+   * bound is the tighter one: on a queueing link it is, within seconds; on
+   * an idle one the regression's usually stays ahead.
+   */
+  private envelope(window: Sample[], regression: SourceEstimate): SourceEstimate | undefined {
+    const offset0 = window[0]!.offsetNs;
+    // The window is this.samples (regress() has pruned it), aligned with xs and ys.
+    const xLast = this.xs[this.xs.length - 1]!;
+    const y0 = this.ys[0]!;
+    const points = window.map((s, i) => {
+      const theta = this.ys[i]! - y0;
+      return { t: this.xs[i]! - xLast, u: theta + s.delayNs / 2, v: theta - s.delayNs / 2 };
+    });
+    const fit = fitEnvelope(points, regression.frequencyPpm * 1e3);
+    const boundNs =
+      (fit.floorSlackOutNs + fit.floorSlackInNs) / 2 + fit.offsetSpreadNs + FIXED_ASYMMETRY_ALLOWANCE * Math.max(0, fit.halfGapNs) + BASE_SD_NS;
+    // Both bounds keep an allowance for what they cannot see (the regression half the minimum delay, the
+    // envelope a quarter of the fixed one-way delay). The envelope takes over where what it measured beats
+    // the regression's own statistics, or where its whole bound is under half the regression's: on a
+    // queueing link. On an idle one (loopback) the regression's asymmetry term, which the envelope lacks,
+    // removes the node's late T4 better (the envelope was 30 µs off there, the regression 5 µs).
+    const measuredNs = (fit.floorSlackOutNs + fit.floorSlackInNs) / 2 + fit.offsetSpreadNs;
+    const better = measuredNs < REGRESSION_BOUND_SIGMAS * regression.offsetSdNs || boundNs < regression.offsetBoundNs! / 2;
+    if (!Number.isFinite(boundNs) || boundNs >= regression.offsetBoundNs! || !better) return undefined;
+    const frequencyBoundPpm = Math.max(fit.slopeHi - fit.slope, fit.slope - fit.slopeLo) / 1e3;
+    return {
+      ...regression,
+      offsetNs: offset0 + BigInt(Math.round(fit.offset)),
+      frequencyPpm: fit.slope / 1e3,
+      // As "3σ = the bound", so code that reads SDs (poll back-off, selection's weights) sees the envelope's.
+      offsetSdNs: boundNs / REGRESSION_BOUND_SIGMAS,
+      frequencySdPpm: frequencyBoundPpm / REGRESSION_BOUND_SIGMAS,
+      offsetBoundNs: boundNs,
+      frequencyBoundPpm,
+      estimator: 'envelope',
     };
   }
 
   private fit(start: number): RegressionResult & { sd0: number } {
     const window = this.samples.slice(start);
-    const raw0 = window[0]!.rawNs;
-    const offset0 = window[0]!.offsetNs;
     const minDelayNs = minDelay(window);
-    const x = window.map((s) => Number(s.rawNs - raw0) / 1e9);
-    const y = window.map((s) => Number(s.offsetNs - offset0));
+    const x0 = this.xs[start]!;
+    const y0 = this.ys[start]!;
+    const x = this.xs.slice(start).map((v) => v - x0);
+    const y = this.ys.slice(start).map((v) => v - y0);
     const z = window.map((s) => s.delayNs - minDelayNs);
     // The quiet quarter of the samples (least excess) measures the noise floor σ0.
     const quietCut = [...z].sort((a, b) => a - b)[Math.floor(z.length * QUIET_FRACTION)]!;

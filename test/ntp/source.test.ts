@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { NtpSource, PollSchedule, type ReplyResult } from '../../src/ntp/source.js';
+import { NtpSource, PollSchedule, SETTLED_FREQUENCY_PPM, type ReplyResult } from '../../src/ntp/source.js';
 import { decodePacket, encodePacket, asciiRefId, type NtpPacket } from '../../src/ntp/packet.js';
 import { unixNsToNtp } from '../../src/ntp/timestamp.js';
 import { parseKeyFile, appendMac } from '../../src/ntp/auth.js';
@@ -143,11 +143,27 @@ describe('ntp/source', () => {
   it('poll schedule: a burst, then minPoll doubling toward maxPoll while stable, back on trouble', () => {
     const p = new PollSchedule({ minPollSeconds: 1, maxPollSeconds: 4, burstPolls: 3, burstIntervalSeconds: 0.25 });
     expect([p.next(), p.next(), p.next()]).to.deep.equal([0.25, 0.25, 1]);
-    for (let i = 0; i < 4; i++) p.noteSample(0.5);
+    for (let i = 0; i < 4; i++) p.noteSample(0.5, 0.1);
     expect(p.next()).to.equal(2);
-    for (let i = 0; i < 12; i++) p.noteSample(0.5);
+    for (let i = 0; i < 12; i++) p.noteSample(0.5, 0.1);
     expect(p.next()).to.equal(4);
-    p.noteSample(50);
+    p.noteSample(50, 0.1);
     expect(p.next()).to.equal(1);
+  });
+
+  it('poll schedule: no back-off while the frequency is uncertain, however well the samples agree', () => {
+    const p = new PollSchedule({ minPollSeconds: 0.0625, maxPollSeconds: 16, burstPolls: 1 });
+    p.next();
+    // Perfectly agreeing samples, frequency known only to ±(just above the threshold): stay at minPoll.
+    for (let i = 0; i < 100; i++) p.noteSample(0.1, SETTLED_FREQUENCY_PPM * 1.01);
+    expect(p.next()).to.equal(0.0625);
+    for (let i = 0; i < 100; i++) p.noteSample(0.1); // frequency not known at all
+    expect(p.next()).to.equal(0.0625);
+    // Settled: back-off starts (doubling every few samples)...
+    for (let i = 0; i < 8; i++) p.noteSample(0.1, SETTLED_FREQUENCY_PPM / 2);
+    expect(p.next()).to.equal(0.25);
+    // ...and an estimate that loses its frequency (a new window) polls fast again at once.
+    p.noteSample(0.1, SETTLED_FREQUENCY_PPM * 3);
+    expect(p.next()).to.equal(0.0625);
   });
 });

@@ -51,13 +51,14 @@ everything it started, also on Ctrl-C.
   --layout L           processes or swarm (default: by --nodes, as above)
   --wifi               NTP through a Wi-Fi-like relay (1 ms + exponential 3 ms each way)
   --blinks N           blinks in the train (default 10)
-  --ready-within DUR   error bound every node must reach first (default 1ms; 10ms with --wifi, where an honest
-                       NTP bound includes half the relay's round trip; 1s in the swarm layout, whose bounds
-                       include the CPU queueing of a hundred nodes per process on this machine)
+  --ready-within DUR   error bound every node must reach first (default 1ms; 2ms with --wifi, whose honest
+                       bound keeps a quarter of the relay's 1 ms fixed delay for an unseen asymmetry
+                       and gets under 2 ms within seconds, under 1 ms within tens of seconds on a busy machine;
+                       1s in the swarm layout, whose bounds include the CPU queueing of a hundred nodes per
+                       process on this machine)
   --nice N             node process priority (default -5 as in the systemd unit; best effort,
                        0 to leave it): their spin tails then keep the core on a busy machine
-  --settle DUR         let the nodes' NTP filters fill this long before the gate (default 0; 15s with
-                       --wifi: the first samples through a jittery path are the worst)
+  --settle DUR         wait this long before the gate (default 0: the gate itself waits for honest bounds)
   --spin DUR           the nodes' busy-wait before each instant (lockstep node --spin)
   --json               the result as one JSON object on stdout
   --http [HOST:PORT]   also serve the hub's page (default ${DEFAULT_HTTP}) and keep the hub and the nodes
@@ -109,7 +110,7 @@ export const command: Command = {
     const wifi = !!values.wifi;
     // Swarm nodes share an event loop a hundred at a time (and 2 cores a thousand at a time): their honest NTP bounds
     // carry that queueing, hundreds of ms on a loaded machine. The swarm shows the control plane, not precision.
-    const readyWithinNs = Number(durationNsOption('ready-within', values['ready-within'] ?? (layout === 'swarm' ? '1s' : wifi ? '10ms' : '1ms')));
+    const readyWithinNs = Number(durationNsOption('ready-within', values['ready-within'] ?? (layout === 'swarm' ? '1s' : wifi ? '2ms' : '1ms')));
     const say = (line: string) => {
       if (!values.json) process.stderr.write(`${line}\n`);
     };
@@ -165,7 +166,7 @@ export const command: Command = {
         say(`  each node has its own MQTT connection, NTP client (from 127.77.x.y), simulated clock and LED; no spin, so fires are ms late`);
       }
       for (const n of cluster.nodes) say(`  ${n.id}  pid ${n.child.pid}  clock off by ${n.offsetSeconds >= 0 ? '+' : ''}${n.offsetSeconds.toFixed(3)} s, drifting ${n.driftPpm >= 0 ? '+' : ''}${n.driftPpm} ppm`);
-      const settleMs = Number(durationNsOption('settle', values.settle ?? (wifi ? '15s' : '0s')) / 1_000_000n);
+      const settleMs = Number(durationNsOption('settle', values.settle ?? '0s') / 1_000_000n);
       if (settleMs > 0) {
         say(`letting the NTP filters settle for ${settleMs / 1000} s`);
         await new Promise((r) => setTimeout(r, settleMs));

@@ -12,7 +12,7 @@ import { UsageError } from '../errors.js';
 import { MQTT_OPTIONS, MQTT_HELP, mqttFrom, topicsFrom, keysFrom } from '../mesh/options.js';
 import { rawAtMonotonic, realClock, SimulatedClock, type RawClock } from '../../time/clock.js';
 import { Timescale } from '../../time/timescale.js';
-import { NtpClient } from '../../ntp/client.js';
+import { NtpClient, LAN_HUB_MIN_POLL_SECONDS } from '../../ntp/client.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlackDetailed } from '../../schedule/process-tuning.js';
 import type { ActionKind, ActionSpec } from '../../schedule/actions.js';
@@ -33,7 +33,9 @@ broker, acks them, fires them at the instant, reports each fire.
   --ntp-key-id N         authenticate the NTP servers with this key (default: the keyfile's only key)
   --system-clock         trust the system clock instead (chrony already runs here)
   --system-error DUR     error bound claimed for the system clock (default 500us; chrony's 'chronyc tracking' tells)
-  --min-poll SECONDS     NTP poll interval once started (default 1)
+  --min-poll SECONDS     shortest NTP poll interval (default 0.0625: a LAN hub's NTP server answers
+                         20,000 requests/s, so the node polls 16 times a second while it learns its
+                         frequency, then backs off toward --max-poll; give 1 or more for a public server)
   --max-poll SECONDS     longest NTP poll interval (default 8)
   --driver NAME          auto (default), gpiod, sysfs or sim (simulated recorder)
   --chip NAME            GPIO chip name or label
@@ -144,7 +146,7 @@ export const command: Command = {
     const timescale = values['system-clock'] ? new Timescale(clock, { trustRawClock: { errorBoundNs: systemErrorNs } }) : new Timescale(clock);
     let client: NtpClient | undefined;
     if (ntpSpecs.length) {
-      const minPoll = values['min-poll'] ? numberOption('min-poll', values['min-poll'], { min: 1 / 64, max: 1024 }) : 1;
+      const minPoll = values['min-poll'] ? numberOption('min-poll', values['min-poll'], { min: 1 / 64, max: 1024 }) : LAN_HUB_MIN_POLL_SECONDS;
       const maxPoll = values['max-poll'] ? numberOption('max-poll', values['max-poll'], { min: minPoll, max: 131072 }) : Math.max(8, minPoll);
       // Not resolved now: at boot the hub's name (mDNS) may not resolve yet; the client retries.
       const { servers, keys: ntpKeys } = await ntpServersFromArgs(ntpSpecs, {

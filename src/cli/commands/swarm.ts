@@ -25,7 +25,9 @@ nodes keep no state file. One node per computer is 'lockstep node'.
   --total N              nodes in the whole group, for ids and the spread of clock offsets (default count)
   --max-offset SECONDS   simulated clocks off by up to ± this (default 5)
   --max-drift PPM        and drifting up to ± this (default 100)
-  --min-poll SECONDS     NTP poll interval once started (default 1, as lockstep node)
+  --min-poll SECONDS     NTP poll interval once started (default 1; lockstep node starts at 1/16 s, but a
+                         thousand nodes at that rate ask 16,000 requests/s of one hub, all of this
+                         2-core machine: the swarm measures the control plane, not the first minute)
   --max-poll SECONDS     longest NTP poll interval (default 8, as lockstep node)
   --state-period DUR     longest interval between two state messages of a node (default 5s)
   --shared-address       all nodes send NTP from one address (the rate limiter then sees one client)

@@ -255,10 +255,8 @@ export class Cluster {
       ...spec.brokerArgs,
       '--prefix', this.topics.prefix,
       '--ntp', ntpTarget,
-      // Over the Wi-Fi-like relay most samples are ms off and only the rare quiet
-      // ones carry the offset and the frequency: poll 4× as often to find them sooner.
-      '--min-poll', this.o.wifi ? '0.25' : '1',
-      '--max-poll', this.o.wifi ? '0.5' : '2',
+      // The node's own default polls (16 a second while it learns its frequency), backing off to 2 s.
+      '--max-poll', '2',
       '--driver', 'sim',
       `--sim-offset=${spec.offsetSeconds}`,
       `--sim-drift=${spec.driftPpm}`,
