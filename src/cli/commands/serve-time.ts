@@ -169,6 +169,17 @@ export const command: Command = {
         : `system clock (declared error ±${formatSeconds(Number(clockErrorNs) / 1e9)})`;
     const untrusted = system?.untrustedReason();
     const where = bound.address.includes(':') ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
+    // Handlers before the 'listening' line: a supervisor (or a test) that signals as soon as it reads it would
+    // otherwise find no handler installed yet, and the default action kills the process (exit by signal, no 'stopped').
+    const stopRequested = new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
     out('listening', `lockstep serve-time: serving ${source} on ${where}${untrusted ? ` (unsynchronized for now: ${untrusted})` : ''}`, {
       address: bound.address,
       port: bound.port,
@@ -212,15 +223,7 @@ export const command: Command = {
     };
     const timer = statusIntervalSeconds > 0 ? setInterval(() => report('status'), statusIntervalSeconds * 1000) : undefined;
 
-    await new Promise<void>((resolve) => {
-      const stop = () => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        resolve();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    await stopRequested;
     if (timer) clearInterval(timer);
     await served.stop();
     await server.stop();
