@@ -69,6 +69,8 @@ describe('camera: rpicam-still in signal mode (stand-in)', () => {
     const camera = new CameraActuator({ outDir: out, node: 'pi-07', leadMs: 40, warmupMs: WARMUP_MS, pathEnv: standins.path });
     await camera.prepare();
     expect(camera.leadNs).to.equal(40_000_000);
+    // prepare() waits a fixed warm-up, as for the real camera; a loaded machine may start the stand-in later than that.
+    await waitFor(() => standins.cameraLog().some((e) => e.argv), 5000, 'the stand-in camera to start');
     const argv = standins.cameraLog()[0]!.argv!;
     expect(argv.slice(0, 4)).to.deep.equal(['--signal', '-t', '0', '-n']);
     expect(argv).to.include('--zsl');

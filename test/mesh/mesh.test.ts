@@ -207,7 +207,8 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
   it('fires from its saved state after a restart between ack and instant', async () => {
     const node = startNode('rs1', ['--system-clock']);
     await online('rs1');
-    const t = trigger({ startNs: nowNs() + 3_000_000_000n, nodes: ['rs1'] });
+    // 5 s: the restarted process must load, compile eagerly and read its state before the instant, also on a loaded machine.
+    const t = trigger({ startNs: nowNs() + 5_000_000_000n, nodes: ['rs1'] });
     await watcher.publish(topics.trigger, JSON.stringify(toWire(t)));
     await waitFor(() => acks.some((a) => a.node === 'rs1' && a.triggerId === t.id), 5000, 'ack');
     await stopNode(node, 'SIGKILL'); // a crash: no goodbye
