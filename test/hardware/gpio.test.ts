@@ -146,6 +146,7 @@ describe('GPIO through sysfs', () => {
     // The "kernel": another process that stamps every byte with CLOCK_MONOTONIC.
     const reader = spawn(process.execPath, ['-e', `
       const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'r'); const b = Buffer.alloc(64);
+      process.stdout.write('open\\n');
       for (;;) { const n = fs.readSync(fd, b); if (n <= 0) break; const t = process.hrtime.bigint();
         for (const c of b.subarray(0, n).toString()) process.stdout.write(c + ' ' + t + '\\n'); }`, value], { stdio: ['ignore', 'pipe', 'inherit'] });
     track(reader.pid!);
@@ -154,15 +155,18 @@ describe('GPIO through sysfs', () => {
     const offsetNs = realClock().nowNs() - process.hrtime.bigint();
     const gpio = new SysfsGpio({ line: 17, root: sysfs.root });
     await gpio.prepare();
+    // A FIFO drops what is in it when its last writer closes with no reader: wait until the reader has it open
+    // (a node process that a loaded machine may start after the whole train is over).
+    await waitFor(() => received.startsWith('open\n'), 10_000, 'the reader to open the FIFO');
     const scheduler = realScheduler();
     const startNs = realClock().nowNs() + 150n * NS_PER_MS;
     const run = scheduleAction(scheduler, { kind: 'blink', line: 17, onNs: 20_000_000, periodNs: 60_000_000, count: 3 }, startNs, gpio);
     await run.done;
     await gpio.release();
-    await waitFor(() => received.trim().split('\n').length >= 7 + WARM_UP_FIRES, 5000, 'the reader to see every write');
+    await waitFor(() => received.trim().split('\n').length >= 8 + WARM_UP_FIRES, 5000, 'the reader to see every write');
     reader.kill();
     untrack(reader.pid!);
-    const all = received.trim().split('\n').map((l) => l.split(' ')).map(([c, t]) => ({ value: c, realNs: BigInt(t!) + offsetNs }));
+    const all = received.trim().split('\n').slice(1).map((l) => l.split(' ')).map(([c, t]) => ({ value: c, realNs: BigInt(t!) + offsetNs }));
     expect(all.map((w) => w.value).join('')).to.equal('0'.repeat(WARM_UP_FIRES) + '1010100');
     const writes = all.slice(WARM_UP_FIRES);
     const planned = [0, 20, 60, 80, 120, 140].map((ms) => startNs + BigInt(ms) * NS_PER_MS);
