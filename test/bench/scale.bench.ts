@@ -17,6 +17,8 @@
  *
  * Knobs: LOCKSTEP_SCALE_NS=10,100,1000  LOCKSTEP_SCALE_BRIDGED=1000 (0: skip)
  *        LOCKSTEP_SCALE_TRIGGERS=3  LOCKSTEP_SCALE_HOSTILE=10000
+ *        LOCKSTEP_SCALE_PROFILE=DIR (the swarm processes write --cpu-prof profiles there;
+ *        run this process with `node --cpu-prof --cpu-prof-dir DIR` for the hub's)
  */
 import { loadavg, cpus } from 'node:os';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -45,6 +47,8 @@ const HOSTILE = Number(process.env.LOCKSTEP_SCALE_HOSTILE ?? 10_000);
  * replies wait for a CPU (100 nodes per event loop, 1,000 on 2 shared cores:
  * hundreds of ms under load). This benchmark is about the control plane.
  */
+const PROFILE_DIR = process.env.LOCKSTEP_SCALE_PROFILE;
+const execArgv = PROFILE_DIR ? { execArgv: ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] } : {};
 const GATE_NS = Number(process.env.LOCKSTEP_SCALE_GATE_NS ?? 1_000_000_000);
 /** Steady state is measured over this window, after the triggers. */
 const STEADY_MS = 10_000;
@@ -71,6 +75,12 @@ interface Row {
   gateEvalMs: number;
   ntpServed: number;
   ntpRateLimited: number;
+  /**
+   * CPU while the triggers ran (each from its publish to its last report), % of ONE core
+   * (this machine has cpus() of them): this process (hub + trigger), the broker(s), the swarm
+   * processes together, and the rest of the machine (other work, the kernel's share of nobody).
+   */
+  triggerCpuPct?: { hubTrigger: number; broker: number; swarm: number; rest: number; machine: number };
   /** At start: while the N nodes connect and burst their first NTP polls; steady: N clients at their poll intervals. */
   chronydOffsetUs?: { atStart?: number; steady?: number };
   load: string;
@@ -104,14 +114,73 @@ function rssMB(pid: number): number {
   }
 }
 
+/** utime + stime of a process, s (0 when it is gone). */
+function cpuSecondsOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_S;
+  } catch {
+    return 0;
+  }
+}
+/** Linux's USER_HZ: /proc times are in these. */
+const CLOCK_TICKS_PER_S = 100;
+
+/** Busy CPU-seconds of the whole machine (all cores; idle and iowait excluded). */
+function machineBusySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return (total - f[3]! - f[4]!) / CLOCK_TICKS_PER_S;
+}
+
+/** Accumulates the CPU of this process, the broker(s) and the swarm processes over windows. */
+class CpuWindows {
+  private sums = { hubTrigger: 0, broker: 0, swarm: 0, machine: 0, seconds: 0 };
+  private open: { t: number; hub: number; broker: number; swarm: number; machine: number } | undefined;
+  constructor(private readonly brokers: () => (number | undefined)[], private readonly swarms: () => (number | undefined)[]) {}
+  private read() {
+    const u = process.cpuUsage();
+    return {
+      t: performance.now(),
+      hub: (u.user + u.system) / 1e6,
+      broker: this.brokers().reduce((n: number, p) => n + cpuSecondsOf(p), 0),
+      swarm: this.swarms().reduce((n: number, p) => n + cpuSecondsOf(p), 0),
+      machine: machineBusySeconds(),
+    };
+  }
+  start(): void {
+    this.open = this.read();
+  }
+  stop(): void {
+    if (!this.open) return;
+    const a = this.open;
+    const b = this.read();
+    this.open = undefined;
+    this.sums.hubTrigger += b.hub - a.hub;
+    this.sums.broker += b.broker - a.broker;
+    this.sums.swarm += b.swarm - a.swarm;
+    this.sums.machine += b.machine - a.machine;
+    this.sums.seconds += (b.t - a.t) / 1000;
+  }
+  pct(): { hubTrigger: number; broker: number; swarm: number; rest: number; machine: number } | undefined {
+    const s = this.sums;
+    if (s.seconds <= 0) return undefined;
+    const p = (x: number) => (100 * x) / s.seconds;
+    return { hubTrigger: p(s.hubTrigger), broker: p(s.broker), swarm: p(s.swarm), machine: p(s.machine), rest: p(s.machine - s.hubTrigger - s.broker - s.swarm) };
+  }
+}
+
 /** Mosquitto's cumulative message counters ($SYS, refreshed every sys_interval). */
 async function brokerCounters(url: string): Promise<{ received: number; sent: number }> {
   const s = new MqttSession({ url, clientId: `scale-sys-${Date.now()}` });
   const got: Record<string, number> = {};
   s.onMessage((topic, payload) => (got[topic] = Number(payload.toString())));
   try {
-    await s.waitConnected(5000);
-    await s.subscribe(['$SYS/broker/messages/received', '$SYS/broker/messages/sent']);
+    // Generous: right after a trigger at 1,000 nodes the broker answers late.
+    await s.waitConnected(15_000);
+    await s.subscribe(['$SYS/broker/messages/received', '$SYS/broker/messages/sent'], { timeoutMs: 15_000 });
     const deadline = Date.now() + 3000;
     while (Object.keys(got).length < 2 && Date.now() < deadline) await sleep(50);
   } finally {
@@ -134,9 +203,9 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     const b = new PrivateBroker({ extraConfig: [...conf, 'sys_interval 1'] });
     await b.start();
     extra = { a, b };
-    cluster = new Cluster({ nodes, layout: 'swarm', brokers: [a.url, b.url], prefix });
+    cluster = new Cluster({ nodes, layout: 'swarm', brokers: [a.url, b.url], prefix, ...execArgv });
   } else {
-    cluster = new Cluster({ nodes, layout: 'swarm', brokerConfig: ['sys_interval 1'], prefix });
+    cluster = new Cluster({ nodes, layout: 'swarm', brokerConfig: ['sys_interval 1'], prefix, ...execArgv });
   }
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
@@ -146,12 +215,15 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
   };
   const ackLatencies: number[] = [];
   ackLatenciesOf.set(row, ackLatencies);
+  const closeLater: (() => Promise<void>)[] = [];
   try {
     await cluster.start();
     const withChrony = !bridged && nodes === Math.max(...NS) && have('chronyd', ['-v']);
     const chronyBefore = withChrony ? chronydQuery({ port: cluster.ntpPort, timeoutSeconds: 15 }) : undefined;
+    const cpuWindows = new CpuWindows(() => (extra ? [extra.a.pid, extra.b.pid] : [cluster.broker.pid]), () => cluster.swarms.map((c) => c.pid));
     for (let i = 0; i < TRIGGERS; i++) {
       const result = await cluster.coordinator!.run({
+        onPublished: () => cpuWindows.start(),
         action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 200_000_000, count: 2 },
         inNs: BigInt(Math.round(1_000 + nodes) * 1_000_000),
         readyWithinNs: GATE_NS,
@@ -160,6 +232,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
         collectGraceMs: 10_000,
         progress: (line) => console.log(`  [${setup} N=${nodes} ${((Date.now() - t0) / 1000).toFixed(0)} s] ${line}`),
       });
+      cpuWindows.stop();
       if (i === 0) row.syncSeconds = (Date.now() - t0) / 1000;
       if (result.gateToPublishedMs !== undefined) row.gateToPublishedMs.push(result.gateToPublishedMs);
       if (result.allAcksMs !== undefined) row.allAcksMs.push(result.allAcksMs);
@@ -169,6 +242,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
       row.duplicates += result.duplicateReports;
       for (const r of result.rows) if (r.ackLatencyMs !== undefined) ackLatencies.push(r.ackLatencyMs);
     }
+    row.triggerCpuPct = cpuWindows.pct();
     const acks = quantiles(ackLatencies);
     if (acks) {
       row.ackP50Ms = acks.p50;
@@ -181,6 +255,8 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     counter.onMessage((_t, _p, packet) => {
       if (!packet.retain) states++;
     });
+    // Closed whatever happens below: a session left open keeps reconnecting, and this process alive.
+    closeLater.push(() => counter.close());
     await counter.waitConnected(5000);
     await counter.subscribe([cluster.topics.allNodes('state')]);
     const c0 = await Promise.all(brokerUrls.map(brokerCounters));
@@ -219,6 +295,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     void cpu0;
   } finally {
     row.load = uptime();
+    for (const close of closeLater) await close().catch(() => undefined);
     await cluster.stop();
     if (extra) {
       await extra.b.dispose();
@@ -232,7 +309,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
 /** As hardware/lockstep-node.service runs a node: a small heap collected early. */
 const UNIT_NODE_OPTIONS = '--max-old-space-size=64 --max-semi-space-size=1';
 
-async function hostileRss(count: number, nodeOptions?: string): Promise<{ startMB: number; afterMB: number; settledMB: number; acks: number; maxAckBytes: number; pendingMax: number }> {
+export async function hostileRss(count: number, nodeOptions?: string): Promise<{ startMB: number; afterMB: number; settledMB: number; acks: number; maxAckBytes: number; pendingMax: number }> {
   const broker = new PrivateBroker();
   await broker.start();
   const dir = mkdtempSync(join(tmpdir(), 'lockstep-scale-hostile-'));
@@ -292,14 +369,15 @@ export async function run(): Promise<unknown> {
   console.log(`  again, with the systemd unit's NODE_OPTIONS (${UNIT_NODE_OPTIONS}) ...`);
   const hostileUnit = await hostileRss(HOSTILE, UNIT_NODE_OPTIONS);
 
-  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | last edge → all reports ms (max) | missing acks / reports / dup | hub+trigger RSS MB, CPU % | swarm RSS MB | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | load |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | last edge → all reports ms (max) | missing acks / reports / dup | hub+trigger RSS MB, CPU % | swarm RSS MB | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | CPU % of a core while triggers ran: hub+trigger / broker / swarm / rest (machine, of ${cpus().length * 100}) | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
       `| ${r.setup} | ${r.nodes} | ${fmt(r.syncSeconds, 1)} | ${fmt(med(r.gateToPublishedMs), 1)} / ${fmt(worst(r.gateToPublishedMs), 1)} | ${fmt(r.ackP50Ms, 1)} / ${fmt(r.ackP99Ms, 1)} | ${fmt(worst(r.allAcksMs), 1)} | ${fmt(worst(r.reportsAfterLastMs), 0)} | ` +
         `${r.missingAcks} / ${r.missingReports} / ${r.duplicates} | ${fmt(r.hubTriggerRssMB)} (heap ${fmt(r.hubTriggerHeapMB)}), ${fmt(r.hubTriggerCpuPct, 1)} | ${fmt(r.swarmRssMB)} | ${fmt(r.brokerInPerS)} / ${fmt(r.brokerOutPerS)} | ` +
         `${fmt((r.brokerInPerS ?? NaN) / r.nodes, 2)} | ${fmt(r.statePerNodePerS, 3)} | ${fmt(r.gateEvalMs, 2)} | ${r.ntpServed} / ${r.ntpRateLimited} | ` +
-        `${r.chronydOffsetUs ? `${fmt(r.chronydOffsetUs.atStart, 1)} / ${fmt(r.chronydOffsetUs.steady, 1)}` : '-'} | ${r.load} |`,
+        `${r.chronydOffsetUs ? `${fmt(r.chronydOffsetUs.atStart, 1)} / ${fmt(r.chronydOffsetUs.steady, 1)}` : '-'} | ` +
+        `${r.triggerCpuPct ? `${fmt(r.triggerCpuPct.hubTrigger)} / ${fmt(r.triggerCpuPct.broker)} / ${fmt(r.triggerCpuPct.swarm)} / ${fmt(r.triggerCpuPct.rest)} (${fmt(r.triggerCpuPct.machine)})` : '-'} | ${r.load} |`,
     );
   }
   console.log(
