@@ -10,7 +10,10 @@
  * The same contract as NtpServer where the hub uses it: start() resolves to
  * the address or rejects with NtpServerError (reason and errno code), and
  * stats()/reference() answer at once from the worker's latest report (at most
- * STATS_INTERVAL_MS old; stop() refreshes them a last time).
+ * STATS_INTERVAL_MS old; stop() refreshes them a last time). A change of the
+ * Timescale reaches the worker as a message: a request that overtakes it is
+ * answered on the model before (as one stamped just before the change would
+ * be in one thread); for a step that lasts until the message is read.
  */
 import { Worker } from 'node:worker_threads';
 import type { Timescale, TimescaleModel } from '../time/timescale.js';

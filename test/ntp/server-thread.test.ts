@@ -14,6 +14,8 @@ import { ntpToUnixNs } from '../../src/ntp/timestamp.js';
 import { exchange, clientRequest } from '../support/ntp-server.js';
 
 const STEP_NS = 10_000_000_000n;
+/** The worker adopts a new model within this (a message between threads; generous for a loaded machine). */
+const FOLLOW_WITHIN_MS = 2_000;
 
 describe('ntp/server-thread: the NTP server in a worker', function () {
   this.timeout(20_000);
@@ -39,10 +41,14 @@ describe('ntp/server-thread: the NTP server in a worker', function () {
     const a = await served();
     expect(a.rxNs >= a.before && a.rxNs <= a.after, 'receive time within the exchange').to.equal(true);
     expect(server.reference()).to.include({ leap: 0 });
-    // A step of 10 s on the main thread: the worker's replies follow at once (no wait for a report).
+    // A step of 10 s on the main thread reaches the worker as a message: a request that overtakes it
+    // is still answered on the old model (as one stamped just before the step would be), so the
+    // replies follow within a moment, not necessarily the very next one.
     timescale.apply({ rawNs: clock.nowNs(), offsetNs: timescale.offsetNs() + STEP_NS, frequencyPpm: 0, errorBoundNs: 10_000 });
-    const b = await served();
-    expect(b.rxNs >= b.before && b.rxNs <= b.after, `after the step: ${b.rxNs - b.before} ns from the request`).to.equal(true);
+    const steppedAt = Date.now();
+    let b = await served();
+    while (!(b.rxNs >= b.before && b.rxNs <= b.after) && Date.now() - steppedAt < FOLLOW_WITHIN_MS) b = await served();
+    expect(b.rxNs >= b.before && b.rxNs <= b.after, `${Date.now() - steppedAt} ms after the step: ${b.rxNs - b.before} ns from the request`).to.equal(true);
   });
 
   it('answers while the main event loop is blocked: its receive timestamp is not held back by the block', async () => {
