@@ -7,7 +7,8 @@
  */
 import type { Timescale } from '../time/timescale.js';
 import { NtpServer, type NtpServerOptions } from '../ntp/server.js';
-import { MqttSession, type MqttSessionOptions } from './mqtt-session.js';
+import { NtpServerThread, canRunInThread } from '../ntp/server-thread.js';
+import { MqttSession, WATCH_QOS, type MqttSessionOptions } from './mqtt-session.js';
 import { NodeDirectory, type NodeView } from './presence.js';
 import type { Topics } from './topics.js';
 import { Coordinator } from './coordinator.js';
@@ -17,8 +18,12 @@ export interface MeshHubOptions {
   topics: Topics;
   mqtt: Omit<MqttSessionOptions, 'clientId'> & { clientId?: string };
   timescale: Timescale;
-  /** NTP server settings (port, bind, allow, keys); undefined: do not serve time. */
-  ntp?: Omit<NtpServerOptions, 'timescale'>;
+  /**
+   * NTP server settings (port, bind, allow, keys); undefined: do not serve time.
+   * `thread` (default true where the Timescale is on the real clock): answer
+   * from a worker thread, out of reach of this event loop's stalls (server-thread.ts).
+   */
+  ntp?: Omit<NtpServerOptions, 'timescale'> & { thread?: boolean };
   onNode?: (view: NodeView) => void;
   /**
    * Triggers from the hub itself (its page): a Coordinator on the hub's own
@@ -33,7 +38,7 @@ export class MeshHub {
   readonly directory: NodeDirectory;
   readonly session: MqttSession;
   readonly coordinator: Coordinator | undefined;
-  private server: NtpServer | undefined;
+  private server: NtpServer | NtpServerThread | undefined;
   ntpAddress: { address: string; port: number } | undefined;
 
   constructor(private readonly o: MeshHubOptions) {
@@ -48,12 +53,14 @@ export class MeshHub {
 
   async start(): Promise<void> {
     if (this.o.ntp) {
-      this.server = new NtpServer({ ...this.o.ntp, timescale: this.o.timescale });
+      const { thread, ...ntp } = this.o.ntp;
+      const options = { ...ntp, timescale: this.o.timescale };
+      this.server = thread !== false && canRunInThread(this.o.timescale) ? new NtpServerThread(options) : new NtpServer(options);
       this.ntpAddress = await this.server.start();
     }
     const t = this.o.topics;
     const filters = this.coordinator || this.o.watchTriggers ? [t.allNodes('state'), t.allNodes('ack'), t.allNodes('report')] : [t.allNodes('state')];
-    const subscribe = () => this.session.subscribe(filters).catch(() => undefined);
+    const subscribe = () => this.session.subscribe(filters, { qos: WATCH_QOS }).catch(() => undefined);
     this.session.onConnect(() => void subscribe());
     if (this.session.connected) await subscribe();
   }
@@ -67,6 +74,11 @@ export class MeshHub {
   }
 
   /** What the hub's NTP replies say about its time now (stratum, reference, bound); undefined without NTP. */
+  /** Whether the NTP server answers from a worker thread of its own. */
+  get ntpInThread(): boolean {
+    return this.server instanceof NtpServerThread;
+  }
+
   ntpReference(): ReturnType<NtpServer['reference']> | undefined {
     return this.server?.running ? this.server.reference() : undefined;
   }

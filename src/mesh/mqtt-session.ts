@@ -27,6 +27,18 @@ export const DEFAULT_PUBLISH_TIMEOUT_MS = 5_000;
 export const DEFAULT_MAX_PENDING = 2_000;
 /** How long the broker keeps a persistent session (subscriptions, queued triggers) after we vanish. */
 export const DEFAULT_SESSION_EXPIRY_SECONDS = 3_600;
+/**
+ * The QoS at which a watcher (the hub, a trigger's coordinator) subscribes to
+ * every node's states, acks and reports. QoS 1 delivery to one subscriber is
+ * windowed by the broker (Mosquitto's max_inflight_messages, 20 by default):
+ * a thousand nodes' acks then reach the coordinator 20 per round trip
+ * through two busy event loops, seconds in all, and each needs a PUBACK
+ * written back. A watcher has a clean session, so QoS 1 would keep nothing
+ * across its own reconnection either; what survives a broker restart is the
+ * nodes' re-sent reports (their publishes stay QoS 1). On a live connection
+ * QoS 0 is as reliable as TCP.
+ */
+export const WATCH_QOS = 0;
 
 export class MqttSessionError extends Error {
   constructor(
@@ -235,9 +247,12 @@ export class MqttSession {
     });
   }
 
-  /** Subscribes (QoS 1); mqtt.js re-subscribes by itself after a reconnect. */
-  async subscribe(filters: string[], timeoutMs = this.publishTimeoutMs): Promise<void> {
-    await this.withTimeout(this.client.subscribeAsync(filters, { qos: 1 }), timeoutMs, `subscribe to ${filters.join(', ')}`);
+  /**
+   * Subscribes (QoS 1 unless asked for 0: see WATCH_QOS); mqtt.js
+   * re-subscribes by itself after a reconnect, with the same QoS.
+   */
+  async subscribe(filters: string[], options: { qos?: 0 | 1; timeoutMs?: number } = {}): Promise<void> {
+    await this.withTimeout(this.client.subscribeAsync(filters, { qos: options.qos ?? 1 }), options.timeoutMs ?? this.publishTimeoutMs, `subscribe to ${filters.join(', ')}`);
   }
 
   /**

@@ -72,6 +72,11 @@ export class RealClock implements RawClock {
     return process.hrtime.bigint() + this.epochMinusHrtimeNs;
   }
 
+  /** This clock's anchor: a RealClock in another thread built from it reads the same raw time (hrtime is one clock per process). */
+  get anchor(): { epochNs: bigint; hrtimeNs: bigint } {
+    return { epochNs: this.epochMinusHrtimeNs, hrtimeNs: 0n };
+  }
+
   /** The raw clock IS CLOCK_MONOTONIC plus an epoch: exact. */
   atMonotonicNs(monotonicNs: bigint): bigint {
     return monotonicNs + this.epochMinusHrtimeNs;

@@ -70,6 +70,26 @@ export const MAX_FREQUENCY_PPM = 1_000;
 
 export type TimescaleListener = (change: TimescaleChange) => void;
 
+/**
+ * Everything a Timescale computes from, as plain data (bigints as they are:
+ * structured-clonable), so another thread on the same raw clock can answer
+ * with the same time: the hub's NTP server runs in a worker (server-thread.ts).
+ */
+export interface TimescaleModel {
+  rawRefNs: bigint;
+  utcRefNs: bigint;
+  frequencyPpm: number;
+  pendingSlewNs: number;
+  estimateRawNs: bigint;
+  /** null: Infinity (unsynchronized). */
+  estimateErrorNs: number | null;
+  frequencyErrorPpm: number;
+  synchronized: boolean;
+  updates: number;
+  maxSlewPpm: number;
+  holdoverWanderPpm: number;
+}
+
 export class Timescale {
   readonly clock: RawClock;
   readonly maxSlewPpm: number;
@@ -239,6 +259,46 @@ export class Timescale {
       }
     }
     return change;
+  }
+
+  /** The model in force, as data (see TimescaleModel). */
+  model(): TimescaleModel {
+    return {
+      rawRefNs: this.rawRefNs,
+      utcRefNs: this.utcRefNs,
+      frequencyPpm: this.frequency,
+      pendingSlewNs: this.pendingSlewNs,
+      estimateRawNs: this.estimateRawNs,
+      estimateErrorNs: Number.isFinite(this.estimateErrorNs) ? this.estimateErrorNs : null,
+      frequencyErrorPpm: this.frequencyErrorPpm,
+      synchronized: this.isSynchronized,
+      updates: this.updateCount,
+      maxSlewPpm: this.maxSlewPpm,
+      holdoverWanderPpm: this.holdoverWanderPpm,
+    };
+  }
+
+  /**
+   * A mirror of another Timescale on the same raw clock (another thread's):
+   * takes its model as it is. No change event: a mirror only answers.
+   */
+  static mirror(clock: RawClock, model: TimescaleModel): Timescale {
+    const t = new Timescale(clock, { maxSlewPpm: model.maxSlewPpm, holdoverWanderPpm: model.holdoverWanderPpm });
+    t.adopt(model);
+    return t;
+  }
+
+  /** Takes another Timescale's model (a mirror's update). */
+  adopt(model: TimescaleModel): void {
+    this.rawRefNs = model.rawRefNs;
+    this.utcRefNs = model.utcRefNs;
+    this.frequency = model.frequencyPpm;
+    this.pendingSlewNs = model.pendingSlewNs;
+    this.estimateRawNs = model.estimateRawNs;
+    this.estimateErrorNs = model.estimateErrorNs ?? Infinity;
+    this.frequencyErrorPpm = model.frequencyErrorPpm;
+    this.isSynchronized = model.synchronized;
+    this.updateCount = model.updates;
   }
 
   /** Hear of every step and slew; returns the unsubscribe function. */

@@ -57,6 +57,19 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     await exited;
     untrack(child.pid!);
   }
+  /**
+   * A node's process starts (about a second) while the tests before it run:
+   * early() starts it, node() returns it (starting it only if nobody did).
+   */
+  const early = new Map<string, ChildProcess>();
+  function startEarly(id: string, extra: string[] = []): void {
+    early.set(id, startNode(id, extra));
+  }
+  function node(id: string, extra: string[] = []): ChildProcess {
+    const child = early.get(id);
+    early.delete(id);
+    return child ?? startNode(id, extra);
+  }
   async function online(id: string): Promise<void> {
     await waitFor(async () => {
       const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '-t', topics.node(id, 'state'), '-C', '1', '-W', '2']).catch(() => ({ stdout: '' }));
@@ -98,12 +111,13 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
   });
 
   it('honours a trigger published with mosquitto_pub; its state is readable with mosquitto_sub', async () => {
-    startNode('pub1', ['--system-clock']);
+    node('pub1', ['--system-clock']);
+    startEarly('sec1', ['--system-clock', '--keys', keyFile]);
     await online('pub1');
     const t = trigger();
     await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(broker.port), '-q', '1', '-t', topics.trigger, '-m', JSON.stringify(toWire(t))]);
     await waitFor(() => reports.filter((r) => r.triggerId === t.id).length === 4, 10_000, 'four edge reports');
-    const ack = acks.find((a) => a.triggerId === t.id)!;
+    const ack = acks.find((a) => a.triggerId === t.id && a.node === 'pub1')!; // sec1 (started early, signed triggers only) refuses it
     expect(ack.status).to.equal('scheduled');
     expect(ack.fires).to.equal(2);
     const mine = reports.filter((r) => r.triggerId === t.id);
@@ -115,7 +129,7 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
 
   it('rejects 1,000 malformed, unsigned, forged, replayed, expired and past triggers, each with its reason; nothing fires; no process exits', async () => {
     only = ['sec1'];
-    const node = startNode('sec1', ['--system-clock', '--keys', keyFile]);
+    const sec1 = node('sec1', ['--system-clock', '--keys', keyFile]);
     await online('sec1');
     const sender = new MqttSession({ url: broker.url, clientId: 'test-attacker', maxPending: 5000 });
     await sender.waitConnected(5000);
@@ -176,14 +190,20 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     }
     expect(Object.fromEntries(counts)).to.deep.equal(Object.fromEntries(expected));
     expect(reports.filter((r) => r.node === 'sec1')).to.have.length(0);
-    expect(node.exitCode).to.equal(null);
+    expect(sec1.exitCode).to.equal(null);
     await sender.close();
     only = undefined;
   });
 
   it('keeps firing on time through a broker restart between trigger and instant; reports arrive after reconnection, none twice', async () => {
     const ids = ['br1', 'br2', 'br3'];
-    for (const id of ids) startNode(id, ['--system-clock']);
+    for (const id of ids) node(id, ['--system-clock']);
+    // The next tests' nodes start alongside (they live through this broker restart too: they reconnect).
+    startEarly('rs1', ['--system-clock']);
+    startEarly('rk1', ['--system-clock', '--keys', keyFile]);
+    startEarly('will1', ['--system-clock']);
+    startEarly('gate-ok', ['--system-clock']);
+    startEarly('gate-lag', ['--ntp', '127.0.0.1:9']); // nothing answers there: never synchronized
     for (const id of ids) await online(id);
     const t = trigger({ startNs: nowNs() + 2_500_000_000n, nodes: ids });
     await watcher.publish(topics.trigger, JSON.stringify(toWire(t)));
@@ -205,13 +225,13 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
   });
 
   it('fires from its saved state after a restart between ack and instant', async () => {
-    const node = startNode('rs1', ['--system-clock']);
+    const rs1 = node('rs1', ['--system-clock']);
     await online('rs1');
     // 5 s: the restarted process must load, compile eagerly and read its state before the instant, also on a loaded machine.
     const t = trigger({ startNs: nowNs() + 5_000_000_000n, nodes: ['rs1'] });
     await watcher.publish(topics.trigger, JSON.stringify(toWire(t)));
     await waitFor(() => acks.some((a) => a.node === 'rs1' && a.triggerId === t.id), 5000, 'ack');
-    await stopNode(node, 'SIGKILL'); // a crash: no goodbye
+    await stopNode(rs1, 'SIGKILL'); // a crash: no goodbye
     startNode('rs1', ['--system-clock']);
     await waitFor(() => new Set(reports.filter((r) => r.node === 'rs1' && r.triggerId === t.id).map((r) => r.id)).size === 4, 15_000, 'reports from the restarted node');
     for (const r of reports.filter((x) => x.triggerId === t.id)) expect(Math.abs(r.latenessNs)).to.be.lessThan(50_000_000);
@@ -220,12 +240,12 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
   it('a pending signed trigger is checked again after a restart: with its key revoked it never fires', async () => {
     const otherKeys = join(dir, 'other-keys');
     writeFileSync(otherKeys, `k2 HEX:${'cd'.repeat(32)}\n`);
-    const node = startNode('rk1', ['--system-clock', '--keys', keyFile]);
+    const rk1 = node('rk1', ['--system-clock', '--keys', keyFile]);
     await online('rk1');
     const t = trigger({ startNs: nowNs() + 3_000_000_000n, nodes: ['rk1'] });
     await watcher.publish(topics.trigger, JSON.stringify(signWire(toWire(t), 'k1', ring)));
     await waitFor(() => acks.some((a) => a.node === 'rk1' && a.triggerId === t.id && a.status === 'scheduled'), 5000, 'scheduled');
-    await stopNode(node, 'SIGKILL');
+    await stopNode(rk1, 'SIGKILL');
     startNode('rk1', ['--system-clock', '--keys', otherKeys]); // k1 revoked
     await waitFor(() => acks.some((a) => a.node === 'rk1' && a.triggerId === t.id && a.status === 'rejected'), 10_000, 'the restored trigger refused');
     const refused = acks.find((a) => a.node === 'rk1' && a.triggerId === t.id && a.status === 'rejected')!;
@@ -235,7 +255,37 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     expect(reports.filter((r) => r.triggerId === t.id), 'no fire').to.deep.equal([]);
   });
 
+  it('a node that dies without a goodbye is marked offline by its last will, and the gate names it', async () => {
+    const will1 = node('will1', ['--system-clock']);
+    await online('will1');
+    await stopNode(will1, 'SIGKILL'); // no DISCONNECT: the broker publishes the will
+    await waitFor(async () => {
+      const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '-t', topics.node('will1', 'state'), '-C', '1', '-W', '2']).catch(() => ({ stdout: '' }));
+      const parsed = stdout ? parseMessage(stdout.trim(), decodeState) : undefined;
+      return !!parsed?.ok && parsed.value.status === 'offline';
+    }, 10_000, 'the retained offline will');
+    const result = await runCli(['trigger', 'blink', '--line', '17', '--broker', broker.url, '--group', 't', '--nodes', 'will1', '--ready-timeout', '1s', '--json'], { timeoutMs: 15_000 });
+    expect(result.code, result.stderr).to.equal(1);
+    expect((JSON.parse(result.stdout) as { laggards: { node: string; why: string }[] }).laggards).to.deep.equal([{ node: 'will1', why: 'offline' }]);
+  });
+
+  it('the readiness gate holds a trigger while a node is unsynchronized, and names it', async () => {
+    node('gate-ok', ['--system-clock']);
+    node('gate-lag', ['--ntp', '127.0.0.1:9']); // nothing answers there: never synchronized
+    await online('gate-ok');
+    await waitFor(async () => {
+      const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '-t', topics.node('gate-lag', 'state'), '-C', '1', '-W', '2']).catch(() => ({ stdout: '' }));
+      return stdout.includes('"synchronized":false');
+    }, 10_000, 'gate-lag state');
+    const result = await runCli(['trigger', 'blink', '--line', '17', '--broker', broker.url, '--group', 't', '--nodes', 'gate-ok,gate-lag', '--ready-within', '5ms', '--ready-timeout', '2s', '--json'], { timeoutMs: 20_000 });
+    expect(result.code).to.equal(1);
+    const out = JSON.parse(result.stdout) as { error: string; laggards: { node: string; why: string }[] };
+    expect(out.error).to.equal('not-ready');
+    expect(out.laggards).to.deep.equal([{ node: 'gate-lag', why: 'not synchronized', errorBoundNs: null }]);
+  });
   it('a node that connects during a retained train joins it in phase; a cancel stops it', async () => {
+    // The nodes of the tests above are done: stopped, so that the retained trains here meet only the nodes meant for them.
+    for (const c of children) await stopNode(c, 'SIGKILL');
     const period = 200_000_000n;
     const t = trigger({ startNs: nowNs() + 300_000_000n, nodes: ['late1'], action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: Number(period), count: 'forever' } });
     await watcher.publish(topics.trigger, JSON.stringify(toWire(t)), { retain: true });
@@ -296,32 +346,4 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     }
   });
 
-  it('a node that dies without a goodbye is marked offline by its last will, and the gate names it', async () => {
-    const node = startNode('will1', ['--system-clock']);
-    await online('will1');
-    await stopNode(node, 'SIGKILL'); // no DISCONNECT: the broker publishes the will
-    await waitFor(async () => {
-      const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '-t', topics.node('will1', 'state'), '-C', '1', '-W', '2']).catch(() => ({ stdout: '' }));
-      const parsed = stdout ? parseMessage(stdout.trim(), decodeState) : undefined;
-      return !!parsed?.ok && parsed.value.status === 'offline';
-    }, 10_000, 'the retained offline will');
-    const result = await runCli(['trigger', 'blink', '--line', '17', '--broker', broker.url, '--group', 't', '--nodes', 'will1', '--ready-timeout', '1s', '--json'], { timeoutMs: 15_000 });
-    expect(result.code, result.stderr).to.equal(1);
-    expect((JSON.parse(result.stdout) as { laggards: { node: string; why: string }[] }).laggards).to.deep.equal([{ node: 'will1', why: 'offline' }]);
-  });
-
-  it('the readiness gate holds a trigger while a node is unsynchronized, and names it', async () => {
-    startNode('gate-ok', ['--system-clock']);
-    startNode('gate-lag', ['--ntp', '127.0.0.1:9']); // nothing answers there: never synchronized
-    await online('gate-ok');
-    await waitFor(async () => {
-      const { stdout } = await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '-t', topics.node('gate-lag', 'state'), '-C', '1', '-W', '2']).catch(() => ({ stdout: '' }));
-      return stdout.includes('"synchronized":false');
-    }, 10_000, 'gate-lag state');
-    const result = await runCli(['trigger', 'blink', '--line', '17', '--broker', broker.url, '--group', 't', '--nodes', 'gate-ok,gate-lag', '--ready-within', '5ms', '--ready-timeout', '2s', '--json'], { timeoutMs: 20_000 });
-    expect(result.code).to.equal(1);
-    const out = JSON.parse(result.stdout) as { error: string; laggards: { node: string; why: string }[] };
-    expect(out.error).to.equal('not-ready');
-    expect(out.laggards).to.deep.equal([{ node: 'gate-lag', why: 'not synchronized', errorBoundNs: null }]);
-  });
 });

@@ -41,7 +41,7 @@ describe('mesh swarm: 200 simulated nodes on one broker', function () {
 
     const result = await cluster.coordinator!.run({
       action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 200_000_000, count: 2 },
-      inNs: 2_000_000_000n,
+      inNs: 1_500_000_000n,
       // The control plane, not precision: 100 nodes share an event loop here, and their honest NTP bounds
       // carry the time replies wait for a CPU (hundreds of ms on a loaded 2-core machine): as the demo's swarm gate.
       readyWithinNs: 1_000_000_000,

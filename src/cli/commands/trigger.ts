@@ -13,7 +13,7 @@ import { Timescale } from '../../time/timescale.js';
 import { NS_PER_MS, formatUtcNs } from '../../time/units.js';
 import { parseWhen, WhenSyntaxError } from '../../schedule/when.js';
 import { validateAction, type ActionSpec } from '../../schedule/actions.js';
-import { MqttSession } from '../../mesh/mqtt-session.js';
+import { MqttSession, WATCH_QOS } from '../../mesh/mqtt-session.js';
 import { NodeDirectory } from '../../mesh/presence.js';
 import { Coordinator, resultJson, type TriggerResult } from '../../mesh/coordinator.js';
 import { NotReadyError, formatNs } from '../../mesh/readiness.js';
@@ -163,7 +163,7 @@ export const command: Command = {
     };
     try {
       await session.waitConnected(10_000);
-      await session.subscribe(coordinator.filters());
+      await session.subscribe(coordinator.filters(), { qos: WATCH_QOS });
       if (!action) {
         await new Promise((r) => setTimeout(r, 500)); // retained states: who is online
         const answers = await coordinator.cancel(positionals[1]!, nodes);

@@ -16,7 +16,7 @@ import { UdpRelay } from '../../ntp/relay.js';
 import { PrivateBroker } from '../../mesh/broker.js';
 import { MeshHub } from '../../mesh/hub.js';
 import { Topics } from '../../mesh/topics.js';
-import { MqttSession } from '../../mesh/mqtt-session.js';
+import { MqttSession, WATCH_QOS } from '../../mesh/mqtt-session.js';
 import { Coordinator } from '../../mesh/coordinator.js';
 import { KeyRing } from '../../mesh/signing.js';
 import { simulatedNodeSpec } from './swarm.js';
@@ -68,6 +68,8 @@ export interface ClusterOptions {
   prefix?: string;
   /** Extra mosquitto.conf lines for the private broker (sys_interval 1 for a benchmark's $SYS counters). */
   brokerConfig?: string[];
+  /** Node options for every node and swarm process (a benchmark's --cpu-prof). */
+  execArgv?: string[];
 }
 
 /** Swarm layout: nodes per `lockstep swarm` process (10 × 100 for a thousand). */
@@ -210,7 +212,7 @@ export class Cluster {
       keyId: this.o.keyId,
     });
     await this.session.waitConnected(10_000);
-    await this.session.subscribe(this.coordinator.filters());
+    await this.session.subscribe(this.coordinator.filters(), { qos: WATCH_QOS });
   }
 
   /** Node i's simulated clock: offsets and drifts spread over ±max, alternating signs. */
@@ -226,6 +228,7 @@ export class Cluster {
     for (let first = 0, p = 0; first < this.o.nodes; first += per, p++) {
       const count = Math.min(per, this.o.nodes - first);
       const args = [
+        ...(this.o.execArgv ?? []),
         CLI_MAIN, 'swarm',
         ...this.brokerArgs(p),
         '--prefix', this.topics.prefix,
@@ -250,6 +253,7 @@ export class Cluster {
   private launch(spec: { id: string; offsetSeconds: number; driftPpm: number; stateFile: string; brokerArgs: string[] }, ntpTarget: string): ClusterNode {
     this.ntpTargetOf = ntpTarget;
     const args = [
+      ...(this.o.execArgv ?? []),
       CLI_MAIN, 'node',
       '--id', spec.id,
       ...spec.brokerArgs,
