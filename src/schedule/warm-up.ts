@@ -31,17 +31,77 @@
  */
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import type { RawClock } from '../time/clock.js';
 
 /** How many rehearsals at each stage: the first compiles and fills the caches, the next finds them warm. */
 export const REHEARSALS = 2;
 /**
- * The last rehearsal, this long before the instant, brings the fire path back
- * into the CPU caches after milliseconds asleep (cold, spin end → action took
- * ~5–8 µs; warm, < 1 µs). 30 µs of spinning afterwards evicts nothing.
+ * The last rehearsal runs in the spin, this long before the instant at the
+ * least: after milliseconds asleep the CPU's caches and TLB hold other
+ * processes' memory (on the build machine, a VM, each page first touched
+ * after a sleep cost 60–80 ns, and the interpreted path from the spin to the
+ * recorder 25–60 µs; re-run just before, a few µs).
  */
-export const REHEARSE_BEFORE_NS = 30_000n;
-/** The in-spin rehearsal runs only when the previous one took less than this: it must never make the instant late. */
-export const IN_SPIN_REHEARSAL_MAX_NS = Number(REHEARSE_BEFORE_NS) / 3;
+export const MIN_IN_SPIN_REHEARSAL_LEAD_NS = 30_000n;
+/** ...and at most this long: the spin margin is 50 µs–2 ms, and this much spinning is the price of the rehearsal. */
+export const MAX_IN_SPIN_REHEARSAL_LEAD_NS = 200_000n;
+/**
+ * The lead is this many times what the first rehearsal took before the
+ * precise sleep (also cold, just after the coarse wake), so that a slower
+ * run still ends before the instant: cold runs here took 16–96 µs, their
+ * pre-sleep first runs 4–38 µs.
+ */
+const IN_SPIN_LEAD_FACTOR = 3;
+
+/**
+ * How long before the instant the in-spin rehearsal starts, given what the
+ * last rehearsal took (ns; Infinity: none ran); undefined: none, because it
+ * could not be sure to end in time. It never makes an instant late by
+ * design: it starts at least 3× its own measured cost before the instant.
+ */
+export function inSpinRehearsalLeadNs(rehearsalNs: number): bigint | undefined {
+  if (!Number.isFinite(rehearsalNs)) return undefined;
+  const leadNs = BigInt(Math.ceil(rehearsalNs * IN_SPIN_LEAD_FACTOR));
+  if (leadNs > MAX_IN_SPIN_REHEARSAL_LEAD_NS) return undefined;
+  return leadNs < MIN_IN_SPIN_REHEARSAL_LEAD_NS ? MIN_IN_SPIN_REHEARSAL_LEAD_NS : leadNs;
+}
+/**
+ * The spin itself is warmed once per clock, when its first job is placed:
+ * V8 compiles the spin's functions (the clock read, performance.now, the
+ * loop) with TurboFan once they are hot, on a background thread, and
+ * installs the result on the main thread at its next interrupt check. In a
+ * fresh process that happened during the first few edges' spins, and the
+ * install (tens of µs each, 4 functions) landed between the spin's end and
+ * the action: spin end → recorder 10–270 µs on the first 5 edges of a fresh
+ * `fire blink`, 3 µs once spinUntil was optimized (--trace-opt, 2-core VM).
+ * This many short spins, SPIN_WARM_UP_CHUNK_NS each, make them hot.
+ */
+export const SPIN_WARM_UP_CHUNKS = 40;
+/** Each warm-up spin: long enough for both of its phases (performance.now, then the exact tail). */
+export const SPIN_WARM_UP_CHUNK_NS = 500_000n;
+/** The background compiles take 2–10 ms here (more when loaded): the warm-up then keeps the main thread at JS this much longer, in 1 ms steps, so the code is installed now, not at an instant. */
+const SPIN_WARM_UP_SETTLE_NS = 10_000_000n;
+/** Not when the first instant is nearer than this: the warm-up itself (~30 ms of CPU) must end long before it. */
+export const SPIN_WARM_UP_MIN_AHEAD_NS = 200_000_000n;
+
+const spinWarmed = new WeakSet<object>();
+
+/**
+ * Spins on `clock` through `spinUntil` until V8 has compiled the spin, once
+ * per clock: called by the scheduler when a job is placed at least
+ * SPIN_WARM_UP_MIN_AHEAD_NS ahead. Returns whether it ran.
+ */
+export function warmUpSpin(clock: RawClock, spinUntil: (clock: RawClock, rawNs: bigint) => bigint, aheadNs: bigint): boolean {
+  if (spinWarmed.has(clock) || aheadNs < SPIN_WARM_UP_MIN_AHEAD_NS) return false;
+  spinWarmed.add(clock);
+  for (let i = 0; i < SPIN_WARM_UP_CHUNKS; i++) spinUntil(clock, clock.nowNs() + SPIN_WARM_UP_CHUNK_NS);
+  // The exact tail alone (a spin that starts within its 20 µs), as the second group of an instant spins.
+  for (let i = 0; i < SPIN_WARM_UP_CHUNKS; i++) spinUntil(clock, clock.nowNs() + 5_000n);
+  const settleUntil = clock.nowNs() + SPIN_WARM_UP_SETTLE_NS;
+  while (clock.nowNs() < settleUntil) spinUntil(clock, clock.nowNs() + 1_000_000n);
+  return true;
+}
+
 /**
  * A collection only when the instant is at least this far (the coarse wait
  * about to start): a scavenge takes 0.1–2 ms here, a loaded machine more.
@@ -65,6 +125,8 @@ export function readyProcess(): void {
   processReady = true;
   try {
     setFlagsFromString('--no-memory-reducer');
+    // Baseline (Sparkplug) code from the first call: the interpreter's dispatch, several µs on the path from the spin to the action, is gone.
+    setFlagsFromString('--always-sparkplug');
     setFlagsFromString('--expose-gc');
     // The gc function is installed in contexts made after the flag: a new one hands it over.
     const gc = runInNewContext('gc') as unknown;
