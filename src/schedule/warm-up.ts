@@ -9,22 +9,39 @@
  *    afterwards. A fresh `fire blink --driver sim` reached the recorder
  *    65–424 µs after the spin's end on its first edge; compiled eagerly,
  *    19–84 µs (load ~8 on 2 cores, 5 runs each).
- *  - The rehearsal 30 µs before the instant is itself slow on its first
- *    run (it compiles what it touches) and so made the instant late.
+ *  - Even compiled and rehearsed, a fresh process took 25–60 µs from the
+ *    spin's end to the recorder on EVERY edge (2.3 µs warm). Measured
+ *    (--trace-opt, perf, timestamps along the path, 2-core VM, 2026-12-02):
+ *    a) V8 optimizes the spin's own functions (hrtime, performance.now,
+ *       nowNs, spinUntil) once they are hot, during the first edges' spins,
+ *       and installs the code on the main thread: tens of µs each, landing
+ *       between the spin and the action;
+ *    b) the rehearsal ran other closures and other report objects than the
+ *       real fire: every inline cache first met at the instant went to V8's
+ *       runtime (LoadIC_NoFeedback, TransitionToDataProperty in perf);
+ *    c) after a sleep the CPU's caches and TLB are cold: on this VM a page
+ *       first touched after a 5 ms sleep cost 60–80 ns, a trivial function
+ *       4–8 µs instead of 0.4.
+ *  - The rehearsal 30 µs before the instant was itself slow (16–96 µs cold)
+ *    and so could make the instant late.
  *  - V8's memory reducer runs full collections (4–13 ms) ~8.5 s and ~9 s
  *    after start, wherever an instant happens to be.
  *
  * What is done:
  *  1. compileEagerly(): our code is compiled when it is loaded (V8's
  *     --no-lazy while the command's modules load), so no first call
- *     compiles anything. Costs ~50–150 ms of start-up and ~1.5 MB.
- *  2. The scheduler rehearses the fire path (down to Actuator.rehearse(),
- *     never the action) when a job is placed and again after the coarse
- *     wake, before the precise sleep, REHEARSALS times each: any first-run
- *     cost lands milliseconds before the instant, never in the spin. The
- *     rehearsal 30 µs before the instant (cache warmth) runs only when the
- *     last one measured took under a third of that lead.
- *  3. No collection at the instant: the memory reducer is off, and when the
+ *     compiles anything. Costs ~50–150 ms of start-up and ~1.5 MB. With
+ *     it, baseline (Sparkplug) code from each function's first call.
+ *  2. warmUpSpin(): the spin is made hot once per clock when the first job
+ *     is placed (~30 ms of CPU), so V8 optimizes and installs it then (a).
+ *  3. The action is its own rehearsal (scheduleAction passes the same
+ *     closure, called with `rehearsal` true, down to Actuator.rehearse()),
+ *     on a report made by the same code as the real one, running the same
+ *     statements with other values (b). It is rehearsed when a job is
+ *     placed and after the coarse wake, REHEARSALS times each, and once
+ *     more in the spin, at least 3× its cold cost before the instant (c):
+ *     never the cause of a late instant by design.
+ *  4. No collection at the instant: the memory reducer is off, and when the
  *     next instant is far the young generation is collected if it is more
  *     than half full (see collectIfFar), so the few KB the fire path
  *     allocates cannot trigger a scavenge at the instant.
