@@ -101,16 +101,18 @@ const SPIN_WARM_UP_SETTLE_NS = 10_000_000n;
 /** Not when the first instant is nearer than this: the warm-up itself (~30 ms of CPU) must end long before it. */
 export const SPIN_WARM_UP_MIN_AHEAD_NS = 200_000_000n;
 
-const spinWarmed = new WeakSet<object>();
+/** The clock classes the spin was warmed with: V8's code is per function, so once per kind of clock, not per clock (a demo runs ten, a swarm hundreds). */
+const spinWarmed = new Set<unknown>();
 
 /**
  * Spins on `clock` through `spinUntil` until V8 has compiled the spin, once
- * per clock: called by the scheduler when a job is placed at least
- * SPIN_WARM_UP_MIN_AHEAD_NS ahead. Returns whether it ran.
+ * per process and clock class: called by the scheduler when a job is placed
+ * at least SPIN_WARM_UP_MIN_AHEAD_NS ahead. Returns whether it ran.
  */
 export function warmUpSpin(clock: RawClock, spinUntil: (clock: RawClock, rawNs: bigint) => bigint, aheadNs: bigint): boolean {
-  if (spinWarmed.has(clock) || aheadNs < SPIN_WARM_UP_MIN_AHEAD_NS) return false;
-  spinWarmed.add(clock);
+  const kind = Object.getPrototypeOf(clock) as unknown;
+  if (spinWarmed.has(kind) || aheadNs < SPIN_WARM_UP_MIN_AHEAD_NS) return false;
+  spinWarmed.add(kind);
   for (let i = 0; i < SPIN_WARM_UP_CHUNKS; i++) spinUntil(clock, clock.nowNs() + SPIN_WARM_UP_CHUNK_NS);
   // The exact tail alone (a spin that starts within its 20 µs), as the second group of an instant spins.
   for (let i = 0; i < SPIN_WARM_UP_CHUNKS; i++) spinUntil(clock, clock.nowNs() + 5_000n);
