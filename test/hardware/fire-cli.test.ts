@@ -44,13 +44,13 @@ describe('lockstep fire (CLI)', function () {
   /**
    * The three runs that only wait for their instant start together (the
    * first test to need one starts all three): their leads overlap instead of
-   * adding up. 2 s: three Node processes start at once on a loaded 2-core machine.
+   * adding up. 3 s: three Node processes start at once on a loaded 2-core machine.
    */
   const waiting = shared(async () => {
     const [train, human, command] = await Promise.all([
-      runCli(['fire', 'blink', '--line', '17', '--at', '+2s', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']),
-      runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+2s', '--driver', 'sim']),
-      runCli(['fire', 'command', '--at', '+2s', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']),
+      runCli(['fire', 'blink', '--line', '17', '--at', '+3s', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']),
+      runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+3s', '--driver', 'sim']),
+      runCli(['fire', 'command', '--at', '+3s', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']),
     ]);
     return { train: train!, human: human!, command: command! };
   });
@@ -81,7 +81,8 @@ describe('lockstep fire (CLI)', function () {
 
   it('drives a stand-in gpioset -i: one process, one command line per edge, the LED left off', async () => {
     const before = standins.gpiosetLog().length;
-    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+2000ms', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
+    // 3 s: this process and the gpioset stand-in (a Node script) both start first; 2 s was missed at load 10.
+    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+3s', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
     expect(r.code, r.stderr).to.equal(0);
     const log = standins.gpiosetLog().slice(before);
     expect(log[0]!.argv).to.deep.equal(['-i', '-C', 'lockstep', 'GPIO17=0']);
