@@ -15,7 +15,7 @@
  * and src/cli may import hardware/.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { writeSync } from 'node:fs';
+import type { Writable } from 'node:stream';
 
 /**
  * The helper: reads KEY=VALUE lines until an empty one (the go), exports
@@ -62,8 +62,13 @@ export interface Launched {
 
 interface Helper {
   child: ChildProcess;
-  /** Our end of the helper's fd 3. */
-  fd: number;
+  /**
+   * Our end of the helper's fd 3. Its write() is synchronous while nothing
+   * is queued (libuv writes at once; measured here: 65–130 µs a go, the
+   * same as a writeSync on the pipe's descriptor, which needed Node's
+   * internal _handle.fd).
+   */
+  pipe: Writable;
   exited: Promise<number>;
 }
 
@@ -74,13 +79,6 @@ function exitPromise(child: ChildProcess): Promise<number> {
   });
 }
 
-/** The file descriptor of a child's pipe (libuv's), for a synchronous write at the instant. */
-function pipeFd(child: ChildProcess, index: number): number {
-  const stream = child.stdio[index] as unknown as { _handle?: { fd?: number } } | null;
-  const fd = stream?._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('no file descriptor for the launcher pipe');
-  return fd;
-}
 
 export class Launcher {
   private ready: Helper | undefined;
@@ -98,22 +96,23 @@ export class Launcher {
    */
   start(env: Record<string, string> = {}): Launched {
     if (this.disposed) throw new Error('launcher disposed');
-    let message = '';
-    for (const key in env) message += `${key}=${env[key]}\n`;
-    message += '\n';
+    const message = this.message(env) + '\n';
     const helper = this.ready;
     this.ready = undefined;
-    if (helper !== undefined && helper.child.exitCode === null && helper.child.signalCode === null) {
-      try {
-        writeSync(helper.fd, message);
-        const releasedHrNs = process.hrtime.bigint();
-        helper.child.ref(); // from now on it is the user's program: we wait for it
-        this.scheduleReplenish();
-        return { child: helper.child, releasedHrNs, preforked: true, exited: helper.exited };
-      } catch {
-        helper.child.kill('SIGKILL');
-      }
+    if (helper !== undefined && helper.child.exitCode === null && helper.child.signalCode === null && helper.pipe.writable) {
+      // A write that fails (the helper died unseen: EPIPE) reports in its callback: the program is then spawned, late.
+      const failed = new Promise<Launched | undefined>((resolve) => helper.pipe.write(message, (error) => resolve(error ? this.spawnNow(env) : undefined)));
+      const releasedHrNs = process.hrtime.bigint();
+      helper.child.ref(); // from now on it is the user's program: we wait for it
+      this.scheduleReplenish();
+      const exited = failed.then((late) => (late ? late.exited : helper.exited));
+      return { child: helper.child, releasedHrNs, preforked: true, exited };
     }
+    return this.spawnNow(env);
+  }
+
+  /** No helper ready (or its pipe failed): the program spawned now, from Node. */
+  private spawnNow(env: Record<string, string>): Launched {
     const child = spawn(this.options.path, [...this.options.args], { stdio: this.options.stdio ?? 'inherit', env: { ...this.options.env, ...env } });
     const releasedHrNs = process.hrtime.bigint();
     this.scheduleReplenish();
@@ -126,16 +125,23 @@ export class Launcher {
    * code that has run before.
    */
   rehearse(env: Record<string, string> = {}): void {
-    let message = '';
-    for (const key in env) message += `${key}=${env[key]}\n`;
+    this.message(env);
     const helper = this.ready;
     if (helper === undefined || helper.child.exitCode !== null || helper.child.signalCode !== null) return;
-    try {
-      writeSync(helper.fd, '');
-    } catch {
-      /* the real start falls back to a spawn */
-    }
+    void helper.pipe.writable; // start()'s checks; an empty write would still go through the stream machinery: nothing is written
     process.hrtime.bigint();
+  }
+
+  /**
+   * The variables to send: only those the helper was not forked with
+   * already (`at` forks it with its LOCKSTEP_INSTANT_NS). The helper's shell
+   * reads its pipe one byte per read(2) (it must not read past its line):
+   * ~40 reads for one variable, on the path from the go to the exec.
+   */
+  private message(env: Record<string, string>): string {
+    let message = '';
+    for (const key in env) if (this.options.env[key] !== env[key]) message += `${key}=${env[key]}\n`;
+    return message;
   }
 
   /** Ends the waiting helper without running the program. Idempotent. */
@@ -167,19 +173,18 @@ export class Launcher {
     const child = spawn(HELPER_SHELL, ['-c', HELPER_SCRIPT, 'lockstep-launcher', this.options.path, ...this.options.args], { stdio, env: this.options.env });
     const exited = exitPromise(child);
     // A waiting helper must not keep lockstep alive, nor its pipe: they are ref'd again by start().
-    const pipe = child.stdio[3] as unknown as { unref?: () => void } | null;
+    const pipe = child.stdio[3] as (Writable & { unref?: () => void }) | null;
     pipe?.unref?.();
     child.unref();
-    let fd = -1;
-    try {
-      fd = pipeFd(child, 3);
-    } catch {
+    if (!pipe) {
       child.kill('SIGKILL');
+      return undefined;
     }
-    const helper: Helper = { child, fd, exited };
+    pipe.on('error', () => undefined); // EPIPE: reported to start()'s write callback
+    const helper: Helper = { child, pipe, exited };
     child.once('exit', () => {
       if (this.ready === helper) this.ready = undefined;
     });
-    return fd < 0 ? undefined : helper;
+    return helper;
   }
 }

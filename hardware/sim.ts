@@ -59,20 +59,24 @@ export class SimulatedRecorder implements Actuator {
     for (let i = 0; i < 3; i++) this.measure(0n);
   }
 
-  private measure(instantNs: bigint): { trueNs: bigint; errorNs: number } {
+  private measure(instantNs: bigint, draw = true): { trueNs: bigint; errorNs: number } {
     const nowTrue = this.truth();
-    const jitter = this.options.jitterNs ? Math.round(((this.options.random ?? Math.random)() * 2 - 1) * this.options.jitterNs) : 0;
+    const jitter = draw && this.options.jitterNs ? Math.round(((this.options.random ?? Math.random)() * 2 - 1) * this.options.jitterNs) : 0;
     const trueNs = nowTrue + BigInt(Math.round(this.options.latencyNs ?? 0) + jitter);
     return { trueNs, errorNs: Number(trueNs - instantNs) };
   }
 
-  /** Reads the truth as fire() does; records nothing and draws no jitter (seeded tests stay the same). */
-  rehearse(): void {
-    this.truth();
+  /** Measures as fire() does (the same code, up to the truth read); records nothing and draws no jitter (seeded tests stay the same). */
+  rehearse(instantNs: bigint = 0n): void {
+    this.measure(instantNs, false);
   }
 
   fire(instantNs: bigint, input: FireInput = {}): FireOutcome {
-    const { trueNs, errorNs } = this.measure(instantNs);
+    // The truth first; the rest in keep(), so that the little left of fire() that was never rehearsed is all that runs before it.
+    return this.keep(this.measure(instantNs), instantNs, input);
+  }
+
+  private keep({ trueNs, errorNs }: { trueNs: bigint; errorNs: number }, instantNs: bigint, input: FireInput): FireOutcome {
     const record: SimRecord = { seq: this.records.length, plannedNs: instantNs, trueNs, errorNs };
     if (input.level !== undefined) record.level = input.level;
     if (input.index !== undefined) record.index = input.index;

@@ -258,11 +258,12 @@ export interface SchedulerJob {
 export type PastPolicy = IfPast;
 
 export interface ActionScheduler {
-  at(instantNs: bigint, action: (report: SchedulerFireReport) => void, options?: { ifPast?: PastPolicy; rehearse?: (report: SchedulerFireReport) => void }): SchedulerJob;
+  /** `rehearse` is given the action itself: called with `rehearsal` true, it runs its path short of the actuator's fire(). */
+  at(instantNs: bigint, action: (report: SchedulerFireReport, rehearsal?: boolean) => void, options?: { ifPast?: PastPolicy; rehearse?: (report: SchedulerFireReport, rehearsal?: boolean) => void }): SchedulerJob;
   every(
     pattern: { epochNs: bigint; periodNs: bigint; offsetNs?: bigint; count?: number; startNs?: bigint },
-    action: (report: SchedulerFireReport) => void,
-    options?: { rehearse?: (report: SchedulerFireReport) => void },
+    action: (report: SchedulerFireReport, rehearsal?: boolean) => void,
+    options?: { rehearse?: (report: SchedulerFireReport, rehearsal?: boolean) => void },
   ): SchedulerJob;
   /**
    * Its notion of now (the real Scheduler's Timescale): used to reject a
@@ -365,48 +366,6 @@ export function scheduleAction(
   actuator: Actuator,
   options: ScheduleActionOptions = {},
 ): ActionRun {
-  if (!warm) warmUpActionPath();
-  return scheduleActionNow(scheduler, action, startNs, actuator, options);
-}
-
-let warm = false;
-
-/**
- * Runs the fire path below (the scheduler callback, fireAndReport, onFire)
- * a few times against a scheduler that calls back at once and an actuator
- * that does nothing, so its code is compiled before the first real edge:
- * cold, the first edge of a process's first train came 0.1–0.3 ms after the
- * scheduler's spin; warm, ~20 µs.
- */
-function warmUpActionPath(): void {
-  warm = true;
-  const report = { jobId: 'warm-up', index: 0, edge: 0n, plannedNs: 0n, actualNs: 0n, latenessNs: 0, errorBoundNs: 0 };
-  const job = (id: string) => ({ id, fired: 1, cancel() {}, nextInstantNs: () => undefined });
-  const immediate: ActionScheduler = {
-    at(_instantNs, action) {
-      action(report);
-      return job('warm-up-at');
-    },
-    every(_pattern, action) {
-      action(report);
-      return job('warm-up-every');
-    },
-  };
-  const idle: Actuator = { name: 'warm-up', prepare: async () => undefined, release: async () => undefined, fire: () => ({ costNs: 0 }) };
-  const noop = () => undefined;
-  for (let i = 0; i < 3; i++) {
-    scheduleActionNow(immediate, { kind: 'blink', line: 0, onNs: 1e6, periodNs: 2e6, count: 1 }, 0n, idle, { onFire: noop }).cancel();
-    scheduleActionNow(immediate, { kind: 'capture' }, 0n, idle, { onFire: noop });
-  }
-}
-
-function scheduleActionNow(
-  scheduler: ActionScheduler,
-  action: ActionSpec,
-  startNs: bigint,
-  actuator: Actuator,
-  options: ScheduleActionOptions,
-): ActionRun {
   const summary: ActionSummary = { fires: 0, errors: 0, skips: 0, cancelled: false };
   let finish!: (s: ActionSummary) => void;
   const done = new Promise<ActionSummary>((resolve) => (finish = resolve));
@@ -420,20 +379,24 @@ function scheduleActionNow(
   };
 
   const rawClock = scheduler.timescale?.clock;
-  /** `rehearsal`: the same path up to the actuator, which only rehearses (Scheduler's rehearse option). */
-  const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level?: Level, rehearsal = false): void => {
+  /**
+   * `rehearsal`: the very same path up to the actuator, which only
+   * rehearses (the scheduler calls each action below as its own rehearsal,
+   * src/schedule/warm-up.ts): what runs at the instant has run before, on
+   * the same objects.
+   */
+  const fireAndReport = (report: SchedulerFireReport, targetNs: bigint, leadNs: number, index: number, level: Level | undefined, rehearsal: boolean): void => {
     let outcome: FireOutcome | void = undefined;
     let error: string | undefined;
     let enteredRaw: bigint | undefined;
     try {
       const input = level === undefined ? { index, tag: options.tag } : { level, index, tag: options.tag };
+      enteredRaw = rawClock?.nowNs();
       if (rehearsal) {
-        enteredRaw = rawClock?.nowNs();
         actuator.rehearse?.(targetNs, input);
         return;
       }
-      enteredRaw = rawClock?.nowNs();
-      outcome = actuator.fire(targetNs, input);
+      outcome = actuator.fire(targetNs, input); // the one call a rehearsal cannot make: the actuator's first line is in it
       summary.fires++;
     } catch (thrown) {
       error = (thrown as Error).message;
@@ -489,19 +452,22 @@ function scheduleActionNow(
       ...(options.notBeforeNs === undefined ? {} : { startNs: options.notBeforeNs }),
     });
     const pulse = (report: { edge?: bigint; index: number }) => (report.edge === undefined ? report.index : Number(report.edge));
-    const onJob = scheduler.every(pattern(0n), (report) => {
+    // Each edge's action is also its rehearsal (rehearsal true: the actuator only rehearses, nothing changes).
+    const onEdge = (report: SchedulerFireReport, rehearsal = false) => {
       if (finished) return;
-      lit = true;
-      fireAndReport(report, report.plannedNs, 0, pulse(report), 1);
-    }, { rehearse: (report) => !finished && fireAndReport(report, report.plannedNs, 0, pulse(report), 1, true) });
+      lit = lit || !rehearsal; // the same store rehearsed or real (warm-up.ts)
+      fireAndReport(report, report.plannedNs, 0, pulse(report), 1, rehearsal);
+    };
+    const onJob = scheduler.every(pattern(0n), onEdge, { rehearse: onEdge });
     // The off job ends the train: its last edge (fired or skipped) resolves done.
     const isLast = (report: { edge?: bigint; index: number }) => lastEdge !== undefined && BigInt(pulse(report)) >= lastEdge;
-    const offJob = scheduler.every(pattern(onNs), (report) => {
+    const offEdge = (report: SchedulerFireReport, rehearsal = false) => {
       if (finished) return;
-      lit = false;
-      fireAndReport(report, report.plannedNs, 0, pulse(report), 0);
-      if (isLast(report)) end();
-    }, { rehearse: (report) => !finished && fireAndReport(report, report.plannedNs, 0, pulse(report), 0, true) });
+      lit = lit && rehearsal;
+      fireAndReport(report, report.plannedNs, 0, pulse(report), 0, rehearsal);
+      if (!rehearsal && isLast(report)) end();
+    };
+    const offJob = scheduler.every(pattern(onNs), offEdge, { rehearse: offEdge });
     skipHandlers.set(onJob.id, (skip) => reportSkip(skip, pulse(skip), 1));
     skipHandlers.set(offJob.id, (skip) => {
       reportSkip(skip, pulse(skip), 0);
@@ -541,11 +507,12 @@ function scheduleActionNow(
 
   const leadNs = action.kind === 'capture' ? action.leadNs ?? actuator.leadNs ?? 0 : 0;
   const plannedNs = startNs - BigInt(leadNs);
-  const job = scheduler.at(plannedNs, (report) => {
+  const onInstant = (report: SchedulerFireReport, rehearsal = false) => {
     if (finished) return;
-    fireAndReport(report, startNs, leadNs, 0);
-    end();
-  }, { ...(options.ifPast ? { ifPast: options.ifPast } : {}), rehearse: (report) => !finished && fireAndReport(report, startNs, leadNs, 0, undefined, true) });
+    fireAndReport(report, startNs, leadNs, 0, undefined, rehearsal);
+    if (!rehearsal) end();
+  };
+  const job = scheduler.at(plannedNs, onInstant, { ...(options.ifPast ? { ifPast: options.ifPast } : {}), rehearse: onInstant });
   skipHandlers.set(job.id, (skip) => {
     reportSkip(skip, 0);
     end();

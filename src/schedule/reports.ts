@@ -25,7 +25,12 @@ export interface FireReport {
   policy?: FirePolicy;
 }
 
-export type FireAction = (report: FireReport) => void | Promise<void>;
+/**
+ * What the scheduler calls at the instant. `rehearsal` is true only when the
+ * function is also given as the job's `rehearse` option and the scheduler is
+ * rehearsing (warm-up.ts): it must then run its path short of acting.
+ */
+export type FireAction = (report: FireReport, rehearsal?: boolean) => void | Promise<void>;
 
 /**
  * Why an instant did not fire:

@@ -23,7 +23,7 @@ import type { Occurrence, Recurrence } from './recurrence.js';
 import { PeriodicRecurrence, type PeriodicPattern } from './periodic.js';
 import { CronRecurrence } from './cron.js';
 import type { FireAction, FireReport, IfPast, Overlap, SkipReason, SkipReport } from './reports.js';
-import { collectIfFar, IN_SPIN_REHEARSAL_MAX_NS, REHEARSALS, REHEARSE_BEFORE_NS } from './warm-up.js';
+import { collectIfFar, inSpinRehearsalLeadNs, REHEARSALS, warmUpSpin } from './warm-up.js';
 
 /**
  * Each coarse wait is capped at one minute: far below setTimeout's 2^31−1 ms
@@ -38,6 +38,15 @@ export const MAX_COARSE_WAIT_MS = 60_000;
  * instead of another timer round trip.
  */
 export const EARLY_WAKE_ALLOWANCE_NS = 2_000_000;
+/**
+ * A coarse wait longer than this wakes PRE_WAKE_NS earlier first and arms
+ * again from there: on the build machine (a VM) the first wake after a long
+ * idle came 2–4 ms late, beyond the coarse margin (the first edge of a fresh
+ * process found its instant already passed), while a ~45 ms wait from a
+ * process just awake came 0.3–0.6 ms late. One more wake per instant.
+ */
+export const PRE_WAKE_ABOVE_MS = 50;
+export const PRE_WAKE_NS = 20_000_000n;
 /**
  * Coarse timer margin: setTimeout on this 2-core shared machine is ~0.5–1.5 ms
  * late, p99 ~2 ms; 1 ms is not enough, 4 ms is safe to start with. The stage
@@ -79,10 +88,13 @@ export interface JobOptions {
   lateToleranceNs?: number;
   /**
    * Called in the rehearsals of each instant (see warm-up.ts: when the job is
-   * placed, before the precise sleep, and ~30 µs before the instant), with a
-   * scratch copy of the report: runs the action's own path short of acting,
-   * so that it is compiled and in the CPU caches at the instant. Must not
-   * act; what it throws is ignored.
+   * placed, before the precise sleep, and tens of µs before the instant),
+   * with a scratch report made like the real one and `true` as its second
+   * argument: runs the action's own path short of acting, so that it is
+   * compiled, its inline caches know the real objects, and it is in the CPU
+   * caches at the instant. Best of all it is the action itself, which acts
+   * only when its second argument is not true (scheduleAction does that).
+   * Must not act; what it throws is ignored.
    */
   rehearse?: FireAction;
 }
@@ -114,7 +126,10 @@ export interface SchedulerStats {
   pending: number;
   fires: number;
   skips: number;
+  /** Coarse timer wakes aimed at the coarse margin before an instant (pre-wakes not counted). */
   coarseWakes: number;
+  /** Wakes PRE_WAKE_NS before a coarse wake, after a wait longer than PRE_WAKE_ABOVE_MS. */
+  preWakes: number;
   /** Coarse timer wakes that came after the deadline (the coarse margin was too short, or the process stalled). */
   lateWakes: number;
   /** Precise sleeps that overslept the deadline (the spin margin was too short, or the CPU was busy). */
@@ -187,6 +202,8 @@ interface SchedulerState {
   timer: TimerHandle | undefined;
   /** Raw instant the armed timer is meant to wake at. */
   timerWakeRawNs: bigint;
+  /** The armed timer is a pre-wake (PRE_WAKE_NS early): its lateness says nothing of the coarse margin. */
+  preWake: boolean;
   inTail: boolean;
   /** The jobs popped for the instant being fired, from prepareGroup to finishGroup. */
   group: Prepared[] | undefined;
@@ -196,7 +213,7 @@ interface SchedulerState {
   readonly fireListeners: Set<(r: FireReport) => void>;
   readonly skipListeners: Set<(r: SkipReport) => void>;
   readonly errorListeners: Set<ErrorListener>;
-  readonly stats: { fires: number; skips: number; coarseWakes: number; lateWakes: number; lateSleeps: number; spinNs: number; sleepNs: number };
+  readonly stats: { fires: number; skips: number; coarseWakes: number; preWakes: number; lateWakes: number; lateSleeps: number; spinNs: number; sleepNs: number };
 }
 
 // ---------------------------------------------------------------- the loop
@@ -209,7 +226,9 @@ function arm(state: SchedulerState): void {
   if (head === undefined || state.stopped) return;
   const clock = state.timescale.clock;
   const nowRaw = clock.nowNs();
-  const wakeRaw = state.timescale.rawAt(head.keyNs) - BigInt(Math.round(state.coarse.ns));
+  let wakeRaw = state.timescale.rawAt(head.keyNs) - BigInt(Math.round(state.coarse.ns));
+  state.preWake = wakeRaw - nowRaw > BigInt(PRE_WAKE_ABOVE_MS) * 1_000_000n;
+  if (state.preWake) wakeRaw -= PRE_WAKE_NS;
   const delayNs = wakeRaw - nowRaw;
   const delayMs = delayNs <= 0n ? 0 : Math.min(Number(delayNs / 1_000_000n), MAX_COARSE_WAIT_MS);
   state.timerWakeRawNs = nowRaw + BigInt(delayMs) * 1_000_000n;
@@ -227,13 +246,14 @@ function armIfEarlier(state: SchedulerState, job: JobRecord): void {
 
 function onWake(state: SchedulerState): void {
   state.timer = undefined;
-  state.stats.coarseWakes++;
+  if (state.preWake) state.stats.preWakes++;
+  else state.stats.coarseWakes++;
   const head = state.heap.peek();
   if (head === undefined) return;
   const nowRaw = state.timescale.clock.nowNs();
   const missed = nowRaw > state.timescale.rawAt(head.keyNs);
   if (missed) state.stats.lateWakes++;
-  state.coarse.record(Number(nowRaw - state.timerWakeRawNs), missed);
+  if (!state.preWake || missed) state.coarse.record(Number(nowRaw - state.timerWakeRawNs), missed);
   runTail(state);
 }
 
@@ -289,27 +309,52 @@ function runTail(state: SchedulerState): void {
 }
 
 /**
- * Runs the group's fire path as a rehearsal REHEARSALS times (no action is
- * called); returns how long the fastest run took, ns, which decides whether
- * the in-spin rehearsal fits in its lead.
+ * Runs the group's fire path as a rehearsal REHEARSALS times (no action
+ * acts); returns how long the first run took, ns: it follows a sleep, like
+ * the in-spin rehearsal, whose lead it sets (a warm run is several times
+ * faster and would set a lead too short: the instant late).
  */
 function rehearseGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint): number {
   const clock = state.timescale.clock;
-  let tookNs = Infinity;
+  let firstNs = Infinity;
   for (let i = 0; i < REHEARSALS; i++) {
     const startRaw = clock.nowNs();
     fireGroup(state, group, deadlineRaw, deadlineRaw, true);
-    tookNs = Math.min(tookNs, Number(clock.nowNs() - startRaw)); // the warm cost: a preempted run says nothing of it
+    if (i === 0) firstNs = Number(clock.nowNs() - startRaw);
   }
-  return tookNs;
+  return firstNs;
+}
+
+/**
+ * Every fire report, real or rehearsed, is made here with all its fields in
+ * one order: the code after the spin then meets the object shape it was
+ * rehearsed with (a new shape there is an inline-cache miss into V8's
+ * runtime, microseconds each on a cold CPU). firedRawNs is overwritten
+ * before the action sees the report.
+ */
+function newReport(job: JobRecord, keyNs: bigint, errorBoundNs: number): FireReport {
+  const report: FireReport = { jobId: job.id, index: job.firedCount, plannedNs: keyNs, actualNs: keyNs, latenessNs: 0, errorBoundNs, firedRawNs: 0n, policy: 'on-time' };
+  if (job.edge !== undefined) report.edge = job.edge;
+  return report;
+}
+
+/**
+ * Before a job's first placement: the spin warmed (once per clock,
+ * warm-up.ts), before the coarse timer is armed, so that its ~40 ms are
+ * never counted into that timer's wait.
+ */
+function warmSpinFor(state: SchedulerState, instantNs: bigint): void {
+  if (state.timers !== realTimerHost) return;
+  const clock = state.timescale.clock;
+  warmUpSpin(clock, realTimerHost.spinUntil, state.timescale.rawAt(instantNs) - clock.nowNs());
 }
 
 /** A job just placed: its fire path rehearsed now, milliseconds or more before its instant (its first run compiles). */
 function rehearseJob(state: SchedulerState, job: JobRecord): void {
   if (job.rehearse === undefined) return;
-  const prepared: Prepared = { job, report: { jobId: job.id, index: job.firedCount, plannedNs: job.keyNs, actualNs: job.keyNs, latenessNs: 0, errorBoundNs: 0 }, skip: undefined, fired: false };
-  if (job.edge !== undefined) prepared.report!.edge = job.edge;
   const raw = state.timescale.rawAt(job.keyNs);
+  const report = newReport(job, job.keyNs, state.timescale.errorBoundNs(raw));
+  const prepared: Prepared = { job, report, skip: undefined, fired: false, scratch: newReport(job, job.keyNs, report.errorBoundNs) };
   for (let i = 0; i < REHEARSALS; i++) fireGroup(state, [prepared], raw, raw, true);
 }
 
@@ -317,9 +362,10 @@ function rehearseJob(state: SchedulerState, job: JobRecord): void {
 function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, rehearsalNs: number): number {
   const clock = state.timescale.clock;
   const spinStartRaw = clock.nowNs();
-  const rehearseAtRaw = deadlineRaw - REHEARSE_BEFORE_NS;
-  if (spinStartRaw < rehearseAtRaw && rehearsalNs < IN_SPIN_REHEARSAL_MAX_NS) {
-    state.timers.spinUntil(clock, rehearseAtRaw);
+  // The last rehearsal brings the path back into the CPU caches, early enough that even a slow run ends before the instant.
+  const leadNs = inSpinRehearsalLeadNs(rehearsalNs);
+  if (leadNs !== undefined && spinStartRaw < deadlineRaw - leadNs) {
+    state.timers.spinUntil(clock, deadlineRaw - leadNs);
     fireGroup(state, group, deadlineRaw, deadlineRaw, true);
   }
   const endRaw = state.timers.spinUntil(clock, deadlineRaw);
@@ -335,6 +381,8 @@ interface Prepared {
   fired: boolean;
   /** Its recurrence failed to give the next instant: the job ended (reported after its own report). */
   failed?: SkipReport;
+  /** The rehearsals' report: made by newReport like the real one, so the path rehearsed sees the same object shapes. */
+  scratch: FireReport | undefined;
 }
 
 /** Pops every job planned at keyNs (arming order) and decides overlap and lateness before the deadline. */
@@ -348,21 +396,12 @@ function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint,
     const job = heap.pop()!;
     let prepared: Prepared;
     if (job.running > 0 && job.overlap === 'skip') {
-      prepared = { job, report: undefined, skip: skipReport(state, job, 'overlap', nowUtc), fired: false };
+      prepared = { job, report: undefined, skip: skipReport(state, job, 'overlap', nowUtc), fired: false, scratch: undefined };
     } else if (expectedLatenessNs > job.lateToleranceNs && job.ifLate === 'skip') {
-      prepared = { job, report: undefined, skip: skipReport(state, job, 'late', nowUtc), fired: false };
+      prepared = { job, report: undefined, skip: skipReport(state, job, 'late', nowUtc), fired: false, scratch: undefined };
     } else {
-      const report: FireReport = {
-        jobId: job.id,
-        index: job.firedCount,
-        plannedNs: keyNs,
-        actualNs: keyNs,
-        latenessNs: 0,
-        errorBoundNs,
-        policy: 'on-time',
-      };
-      if (job.edge !== undefined) report.edge = job.edge;
-      prepared = { job, report, skip: undefined, fired: false };
+      const report = newReport(job, keyNs, errorBoundNs);
+      prepared = { job, report, skip: undefined, fired: false, scratch: job.rehearse === undefined ? undefined : newReport(job, keyNs, errorBoundNs) };
     }
     job.prepared = prepared;
     group.push(prepared);
@@ -383,24 +422,17 @@ function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint
   for (let i = 0; i < group.length; i++) {
     const prepared = group[i]!;
     const { job } = prepared;
-    const report = rehearsal ? rehearsalCopy(prepared.report) : prepared.report;
+    const report = rehearsal ? rehearsalCopy(prepared) : prepared.report;
     if (report === undefined || job.done) continue;
     exactTiming(state, job, report, i === 0 ? endRaw : clock.nowNs(), deadlineRaw);
     if (job.armedPast) report.policy = 'fired-late';
-    if (rehearsal) {
-      if (job.rehearse) {
-        try {
-          void job.rehearse(report);
-        } catch {
-          /* a rehearsal only warms the caches: the real fire reports any error */
-        }
-      }
-      continue;
-    }
-    job.firedCount++;
-    prepared.fired = true;
+    // Rehearsed or real, the same statements run (a store or call first met at the instant costs µs on a cold CPU): only the values differ.
+    const act = rehearsal ? job.rehearse! : job.action;
+    job.firedCount += rehearsal ? 0 : 1;
+    prepared.fired = prepared.fired || !rehearsal;
     try {
-      const result = job.action(report);
+      const result = act(report, rehearsal);
+      if (rehearsal) continue; // a rehearsal only warms the caches: the real fire reports any error
       if (result && typeof (result as Promise<void>).then === 'function') {
         job.running++;
         (result as Promise<void>).then(
@@ -412,21 +444,17 @@ function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint
         );
       }
     } catch (error) {
-      reportError(state, error, report);
+      if (!rehearsal) reportError(state, error, report);
     }
   }
 }
 
-/** One scratch report for rehearsals: the real ones stay untouched until the instant. */
-const rehearsalReport: FireReport = { jobId: '', index: 0, plannedNs: 0n, actualNs: 0n, latenessNs: 0, errorBoundNs: 0, policy: 'on-time' };
-function rehearsalCopy(report: FireReport | undefined): FireReport | undefined {
-  if (report === undefined) return undefined;
-  rehearsalReport.plannedNs = report.plannedNs;
-  rehearsalReport.index = report.index;
-  rehearsalReport.policy = 'on-time';
-  if (report.edge !== undefined) rehearsalReport.edge = report.edge;
-  else delete rehearsalReport.edge;
-  return rehearsalReport;
+/** The prepared job's scratch report, reset: the real one stays untouched until the instant. Undefined: nothing to rehearse. */
+function rehearsalCopy(prepared: Prepared): FireReport | undefined {
+  const scratch = prepared.scratch;
+  if (scratch === undefined || prepared.report === undefined || prepared.job.rehearse === undefined) return undefined;
+  scratch.policy = 'on-time';
+  return scratch;
 }
 
 function exactTiming(state: SchedulerState, job: JobRecord, report: FireReport, raw: bigint, deadlineRaw: bigint): void {
@@ -581,6 +609,7 @@ export class Scheduler {
       lateToleranceNs: options.lateToleranceNs ?? DEFAULT_LATE_TOLERANCE_NS,
       timer: undefined,
       timerWakeRawNs: 0n,
+      preWake: false,
       inTail: false,
       group: undefined,
       stopped: false,
@@ -589,7 +618,7 @@ export class Scheduler {
       fireListeners: new Set(),
       skipListeners: new Set(),
       errorListeners: new Set(),
-      stats: { fires: 0, skips: 0, coarseWakes: 0, lateWakes: 0, lateSleeps: 0, spinNs: 0, sleepNs: 0 },
+      stats: { fires: 0, skips: 0, coarseWakes: 0, preWakes: 0, lateWakes: 0, lateSleeps: 0, spinNs: 0, sleepNs: 0 },
     };
     const state = this.state;
     // A slew or step moves every raw deadline: arm the head again (the tail recomputes its own).
@@ -618,6 +647,7 @@ export class Scheduler {
       }
       job.armedPast = true;
     }
+    warmSpinFor(state, instantNs);
     place(state, job, { instantNs });
     rehearseJob(state, job);
     return job;
@@ -715,6 +745,7 @@ export class Scheduler {
     const first = job.recurrence.next(this.state.timescale.nowNs());
     if (first === undefined) job.done = true;
     else {
+      warmSpinFor(this.state, first.instantNs);
       place(this.state, job, first);
       rehearseJob(this.state, job);
     }

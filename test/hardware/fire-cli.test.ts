@@ -3,11 +3,13 @@ import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runCli, CLI_PATH } from '../support/cli.js';
+import { runCli, runCliAll, shared, CLI_PATH } from '../support/cli.js';
 import { track, untrack, waitFor } from '../support/processes.js';
 import { have } from '../support/ntp-clients.js';
 import { makeFakeSysfs, makeStandIns, type StandIns } from './standins.js';
 import { WARM_UP_FIRES } from '../../hardware/sysfs-gpio.js';
+import { command as fireCommand } from '../../src/cli/commands/fire.js';
+import { UsageError } from '../../src/cli/errors.js';
 
 interface JsonFire {
   event: string;
@@ -39,9 +41,22 @@ describe('lockstep fire (CLI)', function () {
     standins = makeStandIns();
   });
   after(() => standins.cleanup());
+  /**
+   * The three runs that only wait for their instant start together (the
+   * first test to need one starts all three): their leads overlap instead of
+   * adding up. 3 s: three Node processes start at once on a loaded 2-core machine.
+   */
+  const waiting = shared(async () => {
+    const [train, human, command] = await Promise.all([
+      runCli(['fire', 'blink', '--line', '17', '--at', '+3s', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']),
+      runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+3s', '--driver', 'sim']),
+      runCli(['fire', 'command', '--at', '+3s', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']),
+    ]);
+    return { train: train!, human: human!, command: command! };
+  });
 
   it('blinks a simulated LED train: every edge reported with planned, actual, lateness, error bound and the true instant', async () => {
-    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+1200ms', '--on', '20ms', '--every', '60ms', '--count', '3', '--driver', 'sim', '--json']);
+    const r = (await waiting()).train;
     expect(r.code, r.stderr).to.equal(0);
     const lines = jsonLines(r.stdout);
     const fires = lines.filter((l) => l.event === 'fire');
@@ -57,7 +72,7 @@ describe('lockstep fire (CLI)', function () {
   });
 
   it('prints one human line per edge without --json', async () => {
-    const r = await runCli(['fire', 'blink', '--line', 'GPIO4', '--at', '+1200ms', '--driver', 'sim']);
+    const r = (await waiting()).human;
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/^blink #0 on  at \d{4}-.*late .*clock ±/m);
     expect(r.stdout).to.match(/^blink #0 off at/m);
@@ -66,7 +81,8 @@ describe('lockstep fire (CLI)', function () {
 
   it('drives a stand-in gpioset -i: one process, one command line per edge, the LED left off', async () => {
     const before = standins.gpiosetLog().length;
-    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+2000ms', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
+    // 3 s: this process and the gpioset stand-in (a Node script) both start first; 2 s was missed at load 10.
+    const r = await runCli(['fire', 'blink', '--line', '17', '--at', '+3s', '--on', '20ms', '--every', '60ms', '--count', '2', '--driver', 'gpiod', '--json'], { env: standins.env() });
     expect(r.code, r.stderr).to.equal(0);
     const log = standins.gpiosetLog().slice(before);
     expect(log[0]!.argv).to.deep.equal(['-i', '-C', 'lockstep', 'GPIO17=0']);
@@ -129,7 +145,7 @@ describe('lockstep fire (CLI)', function () {
   });
 
   it('starts a command at the instant and reports its spawn latency', async () => {
-    const r = await runCli(['fire', 'command', '--at', '+1200ms', '--json', '--', 'sh', '-c', 'echo ran at $LOCKSTEP_INSTANT_NS >&2']);
+    const r = (await waiting()).command;
     expect(r.code, r.stderr).to.equal(0);
     const fire = jsonLines(r.stdout).find((l) => l.event === 'fire')!;
     expect(fire.spawnLatencyNs).to.be.a('number').and.above(0);
@@ -205,9 +221,11 @@ describe('lockstep fire (CLI)', function () {
         message: /cannot find the program 'no-such-program-xyz'/,
       },
     ];
-    for (const c of cases) {
+    // Each exits at once: all of them run a few at a time, when the first case needs its result.
+    const results = shared(() => runCliAll(cases.map((c) => ({ args: c.args, options: { env: c.env() } }))));
+    for (const [k, c] of cases.entries()) {
       it(c.name, async () => {
-        const r = await runCli(c.args, { env: c.env() });
+        const r = (await results())[k]!;
         expect(r.code, r.stderr).to.equal(2);
         expect(r.stderr).to.match(c.message);
         expect(r.stdout).to.equal('');
@@ -257,22 +275,26 @@ describe('lockstep fire (CLI)', function () {
       [['fire', 'command', '--at', '+1s'], /needs the program after '--'/],
       [['fire', 'capture', '--at', '+1s', '--name', '../x'], /capture.name/],
     ];
+    // The first through the CLI (a UsageError is exit 2 and its message); the rest in this process, where
+    // the command throws that UsageError (each would otherwise cost a Node start, eager compilation included).
+    const [cli, help] = await runCliAll([{ args: bad[0]![0] }, { args: ['fire', '--help'] }]);
+    expect(cli!.code, cli!.stderr).to.equal(2);
+    expect(cli!.stderr).to.match(bad[0]![1]).and.match(/^lockstep fire: /);
     for (const [args, message] of bad) {
-      const r = await runCli(args);
-      expect(r.code, `${args.join(' ')}: ${r.stderr}`).to.equal(2);
-      expect(r.stderr, args.join(' ')).to.match(message);
+      let thrown: unknown;
+      await fireCommand.run(args.slice(1)).catch((error: unknown) => (thrown = error));
+      expect(thrown, args.join(' ')).to.be.instanceOf(UsageError);
+      expect((thrown as Error).message, args.join(' ')).to.match(message);
     }
-    const help = await runCli(['fire', '--help']);
-    expect(help.code).to.equal(0);
-    expect(help.stdout).to.match(/^usage: lockstep fire ACTION --at WHEN/);
+    expect(help!.code).to.equal(0);
+    expect(help!.stdout).to.match(/^usage: lockstep fire ACTION --at WHEN/);
   });
 
   it('an instant already past: exit 1 (reject), or reported as skipped', async () => {
-    const rejected = await runCli(['fire', 'blink', '--line', '17', '--at', '@1000', '--driver', 'sim']);
-    expect(rejected.code).to.equal(1);
-    expect(rejected.stderr).to.match(/fire-late|passed/);
-    const skipped = await runCli(['fire', 'capture', '--at', '@1000', '--driver', 'sim', '--if-past', 'skip', '--json']);
-    expect(skipped.code).to.equal(1);
-    expect(jsonLines(skipped.stdout).map((l) => l.event)).to.deep.equal(['skip', 'done']);
+    const [rejected, skipped] = await runCliAll([{ args: ['fire', 'blink', '--line', '17', '--at', '@1000', '--driver', 'sim'] }, { args: ['fire', 'capture', '--at', '@1000', '--driver', 'sim', '--if-past', 'skip', '--json'] }]);
+    expect(rejected!.code).to.equal(1);
+    expect(rejected!.stderr).to.match(/fire-late|passed/);
+    expect(skipped!.code).to.equal(1);
+    expect(jsonLines(skipped!.stdout).map((l) => l.event)).to.deep.equal(['skip', 'done']);
   });
 });

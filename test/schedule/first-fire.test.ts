@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { runCli } from '../support/cli.js';
 import { track, untrack } from '../support/processes.js';
 import { prepareCommand } from '../../src/cli/prepared-spawn.js';
+import { inSpinRehearsalLeadNs, MAX_IN_SPIN_REHEARSAL_LEAD_NS, MIN_IN_SPIN_REHEARSAL_LEAD_NS } from '../../src/schedule/warm-up.js';
 
 const lines = (text: string) => text.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
 /** Generous: the spin itself ends late on a loaded 2-core machine (a sleep oversleeps), which is the OS, not the fire path. */
@@ -37,6 +38,14 @@ describe('schedule/first-fire: a fresh process, its first edges, its started pro
       expect(truth - spin, `edge ${i}: spin end → recorder (${JSON.stringify(f)})`).to.be.below(PATH_BOUND_NS);
       expect(truth, `edge ${i}: true lateness`).to.be.within(0, SPIN_LATE_BOUND_NS);
     }
+  });
+
+  it('the in-spin rehearsal starts at least 3× its measured cost before the instant, or not at all', () => {
+    expect(inSpinRehearsalLeadNs(Infinity)).to.equal(undefined);
+    expect(inSpinRehearsalLeadNs(0)).to.equal(MIN_IN_SPIN_REHEARSAL_LEAD_NS);
+    expect(inSpinRehearsalLeadNs(25_000)).to.equal(75_000n);
+    expect(inSpinRehearsalLeadNs(Number(MAX_IN_SPIN_REHEARSAL_LEAD_NS) / 3 + 1)).to.equal(undefined);
+    for (const costNs of [1, 9_999, 40_000, 66_000]) expect(Number(inSpinRehearsalLeadNs(costNs)!)).to.be.at.least(3 * costNs);
   });
 
   it('a prepared command runs from its pre-forked helper with LOCKSTEP_INSTANT_NS, reports its exit code, and starts again', async () => {

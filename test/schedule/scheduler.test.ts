@@ -49,6 +49,8 @@ describe('schedule/scheduler (deterministic, ManualClock)', () => {
     expect(job.fired).to.equal(1);
     expect(job.nextInstantNs()).to.equal(undefined);
     expect(timers.pending).to.equal(0);
+    // A wait over PRE_WAKE_ABOVE_MS wakes PRE_WAKE_NS early first (a VM's first wake after idling is late), then the coarse wake.
+    expect(scheduler.stats()).to.include({ preWakes: 1, coarseWakes: 1 });
   });
 
   it('rehearses each fire when placed, before the precise sleep and 30 µs before the instant (src/schedule/warm-up.ts): scratch copies, the action runs once, at the instant', () => {

@@ -30,3 +30,25 @@ export function runCli(args: string[], options: SpawnOptions & { timeoutMs?: num
     child.stdin!.end(options.input ?? '');
   });
 }
+
+/**
+ * Runs many short CLI invocations (bad input, unusable hardware: each exits
+ * at once) `limit` at a time, results in order: on 2 cores that is most of
+ * the gain, without starting so many Node processes that each one's start
+ * takes seconds.
+ */
+export async function runCliAll(runs: { args: string[]; options?: Parameters<typeof runCli>[1] }[], limit = 3): Promise<CliResult[]> {
+  const results: CliResult[] = new Array(runs.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < runs.length; i = next++) results[i] = await runCli(runs[i]!.args, runs[i]!.options);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, runs.length) }, worker));
+  return results;
+}
+
+/** A promise made on first use and shared: tests that need the same slow run (a process waiting for its instant) start it together. */
+export function shared<T>(make: () => Promise<T>): () => Promise<T> {
+  let promise: Promise<T> | undefined;
+  return () => (promise ??= make());
+}

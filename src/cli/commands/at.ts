@@ -52,12 +52,6 @@ export function startExtras(report: FireReport, first: FirstLine, spawned: Spawn
   return extras;
 }
 
-/** The start's path short of starting: both clock reads and the launcher's rehearsal. */
-export function rehearseStart(raw: { nowNs(): bigint }, rehearse: () => void): void {
-  raw.nowNs();
-  process.hrtime.bigint();
-  rehearse();
-}
 
 /** The action's first line: the scheduler's raw clock (for the lateness) and process.hrtime (what Spawned is measured on). */
 export interface FirstLine {
@@ -105,15 +99,14 @@ export const command: Command = {
       const outcome = await new Promise<{ report: FireReport; spawned: Spawned; first: FirstLine } | { skip: SkipReport }>((resolve, reject) => {
         scheduler.onSkip((skip) => skip.reason === 'past' && resolve({ skip }));
         try {
-          scheduler.at(
-            instantNs - earlyNs,
-            (report) => {
-              const first = { rawNs: raw.nowNs(), hrNs: process.hrtime.bigint() };
-              const spawned = prepared.start(instantNs); // the first thing at the instant
-              resolve({ report, spawned, first });
-            },
-            { ifPast, id: 'at', rehearse: () => rehearseStart(raw, () => prepared.rehearse(instantNs)) },
-          );
+          // Its own rehearsal (src/schedule/warm-up.ts): the same lines, down to the launcher's rehearse().
+          const onInstant = (report: FireReport, rehearsal = false) => {
+            const first = { rawNs: raw.nowNs(), hrNs: process.hrtime.bigint() };
+            if (rehearsal) return prepared.rehearse(instantNs);
+            const spawned = prepared.start(instantNs); // the first thing at the instant
+            resolve({ report, spawned, first });
+          };
+          scheduler.at(instantNs - earlyNs, onInstant, { ifPast, id: 'at', rehearse: onInstant });
         } catch (error) {
           reject(error);
         }

@@ -5,10 +5,11 @@ import { UsageError, EXIT_OK } from '../errors.js';
 import { openClockSource, CLOCK_OPTIONS } from '../clock-source.js';
 import { fireJson, fireLine, skipJson, skipLine, stepJson, stepLine } from '../schedule-output.js';
 import { prepareCommand, type Spawned } from '../prepared-spawn.js';
-import { rehearseStart, startExtras } from './at.js';
+import { startExtras } from './at.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import { lowerTimerSlack } from '../../schedule/process-tuning.js';
 import { CronPatternError } from '../../schedule/errors.js';
+import type { FireReport } from '../../schedule/reports.js';
 
 const help = `usage: lockstep cron 'EXPR' [--tz ZONE] [--overlap skip|allow] [--count N] [--ntp SERVER]... [--json] -- CMD [ARGS...]
 
@@ -84,9 +85,10 @@ export const command: Command = {
       });
       try {
         const raw = clock.timescale.clock;
-        const rehearse = (report: { plannedNs: bigint }) => rehearseStart(raw, () => prepared.rehearse(report.plannedNs));
-        scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap, rehearse }, (report) => {
+        // Each tick is its own rehearsal (src/schedule/warm-up.ts): the same lines, down to the launcher's rehearse().
+        const onTick = (report: FireReport, rehearsal = false): void | Promise<void> => {
           const first = { rawNs: raw.nowNs(), hrNs: process.hrtime.bigint() };
+          if (rehearsal) return prepared.rehearse(report.plannedNs);
           const spawned = prepared.start(report.plannedNs); // the first thing at the instant
           running.add(spawned);
           const extras = startExtras(report, first, spawned);
@@ -98,7 +100,8 @@ export const command: Command = {
             if (code !== 0) say(`run #${report.index} ('${prepared.display}') exited with ${code}`);
             if (scheduler.pending === 0 && running.size === 0) finish();
           });
-        });
+        };
+        scheduler.cron(positionals[0]!, { ...(values.tz ? { tz: values.tz } : {}), overlap, rehearse: onTick }, onTick);
       } catch (error) {
         if (error instanceof CronPatternError) throw new UsageError(error.message);
         throw error;
