@@ -52,6 +52,8 @@ export const CAMERA_INSTALL_HINT = 'install rpicam-apps: sudo apt install rpicam
 
 /** rpicam-still opens the camera and runs the AGC/AWB for a while before a capture looks right. */
 export const DEFAULT_WARMUP_MS = 1500;
+/** A camera program that prints nothing at start (libcamera's log turned off) is taken as started this long after its warm-up. */
+export const SILENT_START_MS = 5000;
 /** How long after a capture we wait for the file to appear and settle before giving up on renaming it. */
 const FILE_WAIT_MS = 10_000;
 const FILE_POLL_MS = 50;
@@ -257,18 +259,38 @@ export class CameraActuator implements Actuator {
     const warmupMs = this.options.warmupMs ?? DEFAULT_WARMUP_MS;
     this.warming = true;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      // Ready: the warm-up over AND the program heard from. Its first words (libcamera's log, the preview
+      // line) mean its own code runs; a SIGUSR1 sent before it has installed its handler would kill it.
+      // A slow start (a loaded Pi) is waited for, a silent build (log levels off) at most SILENT_START_MS more.
+      let warmedUp = false;
+      let spoke = false;
+      const finish = () => {
         if (child.exitCode !== null || child.signalCode !== null) return; // exited, not yet closed: onEarlyExit rejects
+        clearTimeout(timer);
+        clearTimeout(silentTimer);
         child.off('close', onEarlyExit);
         resolve();
+      };
+      const timer = setTimeout(() => {
+        warmedUp = true;
+        if (spoke) finish();
       }, warmupMs);
+      const silentTimer = setTimeout(finish, warmupMs + SILENT_START_MS);
+      const onFirstWords = () => {
+        spoke = true;
+        if (warmedUp) finish();
+      };
+      child.stderr!.once('data', onFirstWords);
+      child.stdout!.once('data', onFirstWords);
       const onEarlyExit = () => {
         clearTimeout(timer);
+        clearTimeout(silentTimer);
         reject(classifyCameraFailure(this.output, this.binaryPath!));
       };
       child.once('close', onEarlyExit);
       child.once('error', (error) => {
         clearTimeout(timer);
+        clearTimeout(silentTimer);
         reject(new ActuatorFailed(`cannot start ${this.binaryPath}: ${error.message}`, error));
       });
     }).then(
