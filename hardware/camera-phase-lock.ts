@@ -209,18 +209,6 @@ export function hostJoinedGroup(group: string, igmpText?: string): boolean | und
   return text.split('\n').some((line) => line.trim().split(/\s+/)[0] === hex);
 }
 
-/** A free UDP port on this host (bound once and let go: the camera's client binds it next). */
-export async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(0, '0.0.0.0', () => resolve());
-  });
-  const port = s.address().port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 export interface PhaseLockOptions {
   fps: number;
   /** The fixed exposure, ns: the grid is on the first row's exposure MID-point. */
@@ -230,7 +218,6 @@ export interface PhaseLockOptions {
   /** CLOCK_MONOTONIC → disciplined UTC (the node's Timescale). */
   utcAtMonotonic: (monotonicNs: bigint) => bigint;
   group?: string;
-  port: number;
   /** Address of the interface the client joined on (the stand-in: 127.0.0.1); the kernel's choice by default, as the client's. */
   interfaceAddress?: string;
   /** A frame this far off the grid or closer counts as locked, ns. */
@@ -272,17 +259,25 @@ export class PhaseLockServer {
     this.toleranceNs = o.toleranceNs ?? 100_000;
   }
 
+  /** The port the camera's client must listen on: ours, held for as long as we run. */
+  port = 0;
+
+  /** After start(): what the camera's tuning file must say. */
   get tuning(): SyncTuning {
-    return { group: this.group, port: this.o.port, minAdjustmentUs: PHASE_LOCK_MIN_ADJUSTMENT_US };
+    return { group: this.group, port: this.port, minAdjustmentUs: PHASE_LOCK_MIN_ADJUSTMENT_US };
   }
 
   async start(): Promise<void> {
     this.realtimeMinusMonoNs = realtimeMinusMonotonicNs();
-    const socket = createSocket('udp4');
+    // Bound with SO_REUSEADDR to a port the kernel picks, and kept: the client (which sets SO_REUSEADDR too)
+    // can share it, and no other node on this host is given it while we run. Our own datagrams come back to
+    // it and are dropped (no listener).
+    const socket = createSocket({ type: 'udp4', reuseAddr: true });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
       socket.bind(0, () => resolve());
     });
+    this.port = socket.address().port;
     socket.setMulticastTTL(0);
     socket.setMulticastLoopback(true);
     if (this.o.interfaceAddress) socket.setMulticastInterface(this.o.interfaceAddress);
@@ -321,7 +316,7 @@ export class PhaseLockServer {
       systemReadyTimeUs: us(this.readyMonoNs),
       wallClockReadyTimeUs: us(this.readyMonoNs + this.realtimeMinusMonoNs),
     });
-    this.socket.send(payload, this.o.port, this.group);
+    this.socket.send(payload, this.port, this.group);
     this.status.messagesSent++;
   }
 

@@ -30,7 +30,7 @@ import { claimPhotoName, diskHint, dropPlaceholder, ensureDir, safeNamePart } fr
 import { exposureMidNs, exposureReport, frameExposure, type MonotonicExposure, type SensorGeometry } from './camera-metadata.js';
 import { findExecutable } from './executables.js';
 import { FrameSource, type SourceFrame } from './frame-source.js';
-import { freeUdpPort, PhaseLockServer, stockTuningFile, writeSyncTuningFile } from './camera-phase-lock.js';
+import { PhaseLockServer, stockTuningFile, writeSyncTuningFile } from './camera-phase-lock.js';
 
 export const VIDEO_BINARIES = ['rpicam-vid', 'libcamera-vid'];
 /** 60 fps: the GS camera's full-resolution rate, and the frame-select target (±8.3 ms). */
@@ -185,18 +185,18 @@ export class StreamCamera implements Actuator {
       exposureNs: (this.o.shutterUs ?? DEFAULT_STREAM_SHUTTER_US) * 1000,
       frameStartOffsetNs: this.o.geometry?.frameStartOffsetNs,
       utcAtMonotonic: this.utcAt,
-      port: await freeUdpPort(),
       interfaceAddress: this.o.syncInterface,
     });
+    await lock.start();
+    this.lock = lock;
     this.lockDir = mkdtempSync(join(tmpdir(), 'lockstep-sync-'));
     const tuningFile = join(this.lockDir, 'tuning.json');
     try {
       writeSyncTuningFile(base, tuningFile, lock.tuning);
     } catch (error) {
+      await this.stopPhaseLock();
       throw new ActuatorUnavailable('unsupported', (error as Error).message, 'give a readable stock tuning file with --camera-args "--tuning-file FILE"');
     }
-    await lock.start();
-    this.lock = lock;
     return ['--sync', 'client', '--tuning-file', tuningFile];
   }
 

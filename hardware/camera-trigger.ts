@@ -80,6 +80,15 @@ interface Pulse {
   resolve: (outcome: LaterOutcome) => void;
 }
 
+/**
+ * The pulse is slept, then spun for its last this-much: a 1–15 ms exposure
+ * need not burn a core (ten nodes sharing two cores each spun their whole
+ * pulse at the same instant, stretching each other's pulses by ms), and a
+ * sleep wakes ~0.1 ms late on a quiet machine.
+ */
+const PULSE_SPIN_TAIL_NS = 400_000n;
+const sleepWord = new Int32Array(new SharedArrayBuffer(4));
+
 function spinUntil(monoNs: bigint): bigint {
   let now = monotonicNs();
   while (now < monoNs) now = monotonicNs();
@@ -209,7 +218,10 @@ export class TriggerCamera implements Actuator {
     if (!this.source.running) throw new ActuatorFailed(`${this.name}: the camera is not running: ${this.source.exitReason}`);
     const t0 = monotonicNs();
     this.o.gpio.fire(instantNs, { ...input, level: 1 });
-    const t2 = spinUntil(t0 + BigInt(this.pulseNs));
+    const riseAt = t0 + BigInt(this.pulseNs);
+    const sleepNs = Number(riseAt - PULSE_SPIN_TAIL_NS - monotonicNs());
+    if (sleepNs > 0) Atomics.wait(sleepWord, 0, 0, sleepNs / 1e6);
+    const t2 = spinUntil(riseAt);
     this.o.gpio.fire(instantNs, { ...input, level: 0 });
     const t3 = monotonicNs();
     // Each edge at the start of its write(2): the line switches within it, and both writes take

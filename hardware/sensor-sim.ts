@@ -38,7 +38,7 @@
  * what lockstep reports. Settings and failures come from STANDIN_SENSOR_*
  * environment variables (see SETTINGS below), so a CLI can be asked for them.
  */
-import { appendFileSync, chmodSync, closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, openSync, readFileSync, readSync, watch, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSocket } from 'node:dgram';
@@ -79,6 +79,8 @@ export const SETTINGS = {
   ppm: 'STANDIN_SENSOR_PPM',
   /** The sensor mode's shortest frame, µs: how far a sync correction can shorten one frame. */
   minFrameUs: 'STANDIN_SENSOR_MIN_FRAME_US',
+  /** 0: --help lists no --sync (rpicam-apps before 1.6). */
+  sync: 'STANDIN_SENSOR_SYNC',
   /** --sync client joins the group on this interface address (tests: 127.0.0.1); INADDR_ANY like libcamera by default. */
   syncJoin: 'STANDIN_SENSOR_SYNC_JOIN',
 } as const;
@@ -93,8 +95,13 @@ const DEFAULT_STILL_FPS = 30;
 const DEFAULT_SHUTTER_US = 10_000;
 /** libcamera's dequeue watchdog: max(1 s, 5 frames), unless camera_timeout_value_ms says otherwise. */
 const MIN_CAMERA_TIMEOUT_MS = 1000;
-/** How often trigger mode looks at the XTR line (the gpioset stand-in's log). */
-const XTR_POLL_MS = 1;
+/**
+ * Trigger mode reads the XTR line's log when it changes (inotify), and at
+ * least this often: the edges carry their own stamps, so noticing them late
+ * only delays the frame's delivery. (It polled every 1 ms before: ten
+ * stand-ins then burnt half a core at the very instant ten nodes fired.)
+ */
+const XTR_POLL_MS = 50;
 /** The CM3's 1536×864p120 mode: a frame at 60 fps can be shortened by up to half. */
 const DEFAULT_MIN_FRAME_US = 8_333;
 /** A sync correction computed on frame n changes the length of frame n + this (the frame-length control's delay). */
@@ -155,7 +162,7 @@ export function main(argv: string[]): void {
     process.exit(2);
   }
   if (args[0] === '--help' || args[0] === '-h') {
-    const lines = HELP[personality].filter((l) => env(SETTINGS.metadata) !== '0' || !l.includes('--metadata'));
+    const lines = HELP[personality].filter((l) => (env(SETTINGS.metadata) !== '0' || !l.includes('--metadata')) && (env(SETTINGS.sync) !== '0' || !l.includes('--sync')));
     console.log(`Valid options are:\n  ${lines.join('\n  ')}`);
     process.exit(0);
   }
@@ -463,8 +470,19 @@ function watchXtr(line: string, startNs: bigint, periodNs: number, onFrame: (fra
       console.error('ERROR: Device timeout detected, attempting a restart!!!');
       lastFrameNs = process.hrtime.bigint();
     }
-    setTimeout(poll, XTR_POLL_MS);
+    scheduled = setTimeout(poll, XTR_POLL_MS);
   };
+  let scheduled: NodeJS.Timeout | undefined;
+  const dir = env('STANDIN_LOG_DIR') ?? '.';
+  try {
+    watch(dir, (_event, name) => {
+      if (name !== 'gpioset.log') return;
+      clearTimeout(scheduled);
+      scheduled = setTimeout(poll, 0);
+    }).unref();
+  } catch {
+    /* no inotify: the poll alone */
+  }
   poll();
 }
 
