@@ -11,7 +11,7 @@ import type { CaptureAction } from '../../schedule/actions.js';
 import type { Cluster } from './cluster.js';
 import type { TriggerResult } from '../../mesh/coordinator.js';
 import { readSensorTruth } from '../../../hardware/sensor-sim.js';
-import { NotReadyError } from '../../mesh/readiness.js';
+import { NotReadyError, waitUntilReady } from '../../mesh/readiness.js';
 
 export interface PhotoNode {
   node: string;
@@ -119,9 +119,11 @@ export async function runSlottedPhotos(cluster: Cluster, o: SlottedPhotoRunOptio
   for (let i = 0; i < total; i++) {
     const first = i === 0;
     const lead = first ? (o.firstInNs ?? 5_000_000_000n) : (o.inNs ?? 1_000_000_000n);
-    const roundNs = cluster.timescale.nowNs() + lead;
     let results: TriggerResult[];
     try {
+      // Every node through the gate before the round's instant is chosen (each trigger's own gate then passes at once).
+      await waitUntilReady(cluster.hub!.directory, { nodes: ids, thresholdNs: o.readyWithinNs, maxStateAgeMs: 5_000, timeoutMs: 60_000 });
+      const roundNs = cluster.timescale.nowNs() + lead;
       results = await Promise.all(
         ids.map((id, j) =>
           cluster.coordinator!.run({ action: o.action, startNs: roundNs + BigInt(j) * o.slotNs, nodes: [id], readyWithinNs: o.readyWithinNs, readyTimeoutMs: 60_000 }),
