@@ -43,13 +43,14 @@ export const DEFAULT_TRIGGER_SHUTTER_US = 1000;
  */
 export const MAX_TRIGGER_SHUTTER_US = 15_000;
 /**
- * A frame belongs to a pulse when its SensorTimestamp comes this soon after
- * the pulse's end: the frame-start interrupt follows the exposure within a
- * few lines (~0.2 ms), plus the GPIO write's own latency (µs on a Pi; up to
- * ms through the Node.js gpioset stand-in on a loaded machine). Frames only
- * come for pulses, so a wide window costs nothing.
+ * A frame belongs to the latest pulse that ended before its SensorTimestamp,
+ * if that was at most this long before: the frame-start interrupt follows
+ * the exposure within a few lines (~0.2 ms), plus the GPIO write's own
+ * latency (µs on a Pi; tens of ms through the Node.js gpioset stand-in on a
+ * loaded machine: 10 ms lost a frame at load 11). Frames only come for
+ * pulses, and the latest pulse wins, so a wide window costs nothing.
  */
-const MATCH_WINDOW_NS = 10_000_000n;
+const MATCH_WINDOW_NS = 250_000_000n;
 /** The frame must arrive within this long after the pulse (readout 16 ms + ISP + a loaded machine). */
 const FRAME_WAIT_MS = 2000;
 
@@ -66,6 +67,8 @@ export interface TriggerCameraOptions {
   gpio: Actuator;
   /** Calibrated frame-start delay after the end of exposure, ns. */
   frameStartOffsetNs?: number;
+  /** How long a pulse's frame may take to arrive, ms (FRAME_WAIT_MS by default). */
+  frameWaitMs?: number;
   utcAtMonotonic?: (monotonicNs: bigint) => bigint;
   env?: NodeJS.ProcessEnv;
 }
@@ -161,7 +164,8 @@ export class TriggerCamera implements Actuator {
 
   private onFrame(frame: SourceFrame): void {
     const ts = frame.meta?.sensorTimestampNs;
-    const pulse = ts === undefined ? this.pulses[0] : this.pulses.find((p) => ts >= p.riseNs && ts - p.riseNs <= MATCH_WINDOW_NS);
+    let pulse = ts === undefined ? this.pulses[0] : undefined;
+    if (ts !== undefined) for (const p of this.pulses) if (ts >= p.riseNs && ts - p.riseNs <= MATCH_WINDOW_NS && (!pulse || p.riseNs > pulse.riseNs)) pulse = p;
     if (!pulse) {
       this.strayFrames++;
       this.unlink(frame.file);
@@ -232,6 +236,7 @@ export class TriggerCamera implements Actuator {
     const final = claimPhotoName(this.outDir, safeNamePart(input.tag ?? 'capture'), this.node, input.index ?? this.files.length + this.pulses.length, 'jpg', this.name);
     let resolve!: (outcome: LaterOutcome) => void;
     const later = new Promise<LaterOutcome>((r) => (resolve = r));
+    const waitMs = this.o.frameWaitMs ?? FRAME_WAIT_MS;
     const pulse: Pulse = {
       instantNs,
       fallNs,
@@ -239,8 +244,8 @@ export class TriggerCamera implements Actuator {
       final,
       resolve,
       deadline: setTimeout(
-        () => this.fail(pulse, `no frame came for the trigger pulse within ${FRAME_WAIT_MS} ms: is XTR wired to this line, trigger_mode=1 set, and the libcamera timeout raised? (hardware/README.md)`),
-        FRAME_WAIT_MS,
+        () => this.fail(pulse, `no frame came for the trigger pulse within ${waitMs} ms: is XTR wired to this line, trigger_mode=1 set, and the libcamera timeout raised? (hardware/README.md)`),
+        waitMs,
       ),
     };
     this.pulses.push(pulse);
