@@ -27,6 +27,8 @@ export interface FrameMetadata {
   exposureTimeUs?: number;
   /** µs. */
   frameDurationUs?: number;
+  /** SensorTimestamp's moment on CLOCK_REALTIME (libcamera's ClockRecovery): µs before libcamera v0.5.2, ns after. */
+  frameWallClock?: bigint;
   /** Every key the camera gave, for the curious. */
   raw: Record<string, unknown>;
 }
@@ -83,6 +85,8 @@ export function parseFrameMetadata(text: string): FrameMetadata | undefined {
   const meta: FrameMetadata = { raw };
   const ts = /"SensorTimestamp"\s*:\s*(\d+)/.exec(text);
   if (ts) meta.sensorTimestampNs = BigInt(ts[1]!);
+  const wall = /"FrameWallClock"\s*:\s*(\d+)/.exec(text); // ns since 1970 exceed 2^53: read as text
+  if (wall) meta.frameWallClock = BigInt(wall[1]!);
   const exposure = finiteNumber(raw.ExposureTime);
   if (exposure !== undefined) meta.exposureTimeUs = exposure;
   const duration = finiteNumber(raw.FrameDuration);

@@ -43,13 +43,14 @@ export const DEFAULT_TRIGGER_SHUTTER_US = 1000;
  */
 export const MAX_TRIGGER_SHUTTER_US = 15_000;
 /**
- * A frame belongs to a pulse when its SensorTimestamp comes this soon after
- * the pulse's end: the frame-start interrupt follows the exposure within a
- * few lines (~0.2 ms), plus the GPIO write's own latency (µs on a Pi; up to
- * ms through the Node.js gpioset stand-in on a loaded machine). Frames only
- * come for pulses, so a wide window costs nothing.
+ * A frame belongs to the latest pulse that ended before its SensorTimestamp,
+ * if that was at most this long before: the frame-start interrupt follows
+ * the exposure within a few lines (~0.2 ms), plus the GPIO write's own
+ * latency (µs on a Pi; tens of ms through the Node.js gpioset stand-in on a
+ * loaded machine: 10 ms lost a frame at load 11). Frames only come for
+ * pulses, and the latest pulse wins, so a wide window costs nothing.
  */
-const MATCH_WINDOW_NS = 10_000_000n;
+const MATCH_WINDOW_NS = 250_000_000n;
 /** The frame must arrive within this long after the pulse (readout 16 ms + ISP + a loaded machine). */
 const FRAME_WAIT_MS = 2000;
 
@@ -66,6 +67,8 @@ export interface TriggerCameraOptions {
   gpio: Actuator;
   /** Calibrated frame-start delay after the end of exposure, ns. */
   frameStartOffsetNs?: number;
+  /** How long a pulse's frame may take to arrive, ms (FRAME_WAIT_MS by default). */
+  frameWaitMs?: number;
   utcAtMonotonic?: (monotonicNs: bigint) => bigint;
   env?: NodeJS.ProcessEnv;
 }
@@ -79,6 +82,15 @@ interface Pulse {
   deadline: NodeJS.Timeout;
   resolve: (outcome: LaterOutcome) => void;
 }
+
+/**
+ * The pulse is slept, then spun for its last this-much: a 1–15 ms exposure
+ * need not burn a core (ten nodes sharing two cores each spun their whole
+ * pulse at the same instant, stretching each other's pulses by ms), and a
+ * sleep wakes ~0.1 ms late on a quiet machine.
+ */
+const PULSE_SPIN_TAIL_NS = 400_000n;
+const sleepWord = new Int32Array(new SharedArrayBuffer(4));
 
 function spinUntil(monoNs: bigint): bigint {
   let now = monotonicNs();
@@ -152,7 +164,8 @@ export class TriggerCamera implements Actuator {
 
   private onFrame(frame: SourceFrame): void {
     const ts = frame.meta?.sensorTimestampNs;
-    const pulse = ts === undefined ? this.pulses[0] : this.pulses.find((p) => ts >= p.riseNs && ts - p.riseNs <= MATCH_WINDOW_NS);
+    let pulse = ts === undefined ? this.pulses[0] : undefined;
+    if (ts !== undefined) for (const p of this.pulses) if (ts >= p.riseNs && ts - p.riseNs <= MATCH_WINDOW_NS && (!pulse || p.riseNs > pulse.riseNs)) pulse = p;
     if (!pulse) {
       this.strayFrames++;
       this.unlink(frame.file);
@@ -209,7 +222,10 @@ export class TriggerCamera implements Actuator {
     if (!this.source.running) throw new ActuatorFailed(`${this.name}: the camera is not running: ${this.source.exitReason}`);
     const t0 = monotonicNs();
     this.o.gpio.fire(instantNs, { ...input, level: 1 });
-    const t2 = spinUntil(t0 + BigInt(this.pulseNs));
+    const riseAt = t0 + BigInt(this.pulseNs);
+    const sleepNs = Number(riseAt - PULSE_SPIN_TAIL_NS - monotonicNs());
+    if (sleepNs > 0) Atomics.wait(sleepWord, 0, 0, sleepNs / 1e6);
+    const t2 = spinUntil(riseAt);
     this.o.gpio.fire(instantNs, { ...input, level: 0 });
     const t3 = monotonicNs();
     // Each edge at the start of its write(2): the line switches within it, and both writes take
@@ -220,6 +236,7 @@ export class TriggerCamera implements Actuator {
     const final = claimPhotoName(this.outDir, safeNamePart(input.tag ?? 'capture'), this.node, input.index ?? this.files.length + this.pulses.length, 'jpg', this.name);
     let resolve!: (outcome: LaterOutcome) => void;
     const later = new Promise<LaterOutcome>((r) => (resolve = r));
+    const waitMs = this.o.frameWaitMs ?? FRAME_WAIT_MS;
     const pulse: Pulse = {
       instantNs,
       fallNs,
@@ -227,8 +244,8 @@ export class TriggerCamera implements Actuator {
       final,
       resolve,
       deadline: setTimeout(
-        () => this.fail(pulse, `no frame came for the trigger pulse within ${FRAME_WAIT_MS} ms: is XTR wired to this line, trigger_mode=1 set, and the libcamera timeout raised? (hardware/README.md)`),
-        FRAME_WAIT_MS,
+        () => this.fail(pulse, `no frame came for the trigger pulse within ${waitMs} ms: is XTR wired to this line, trigger_mode=1 set, and the libcamera timeout raised? (hardware/README.md)`),
+        waitMs,
       ),
     };
     this.pulses.push(pulse);

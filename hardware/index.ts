@@ -17,7 +17,7 @@ import { CameraActuator } from './camera.js';
 import { StreamCamera } from './camera-stream.js';
 import { TriggerCamera } from './camera-trigger.js';
 import type { SensorGeometry } from './camera-metadata.js';
-import { installSensorStandIns, XtrLogLine } from './sensor-sim.js';
+import { installSensorStandIns, SIM_TUNING_FILE, XtrLogLine } from './sensor-sim.js';
 import { CommandActuator } from './command.js';
 import { detectGpiosetVersion, GpiodGpio, gpiosetUnusable, GPIOD_V2_HINT } from './gpiod.js';
 import { SimulatedRecorder, type SimOptions } from './sim.js';
@@ -76,6 +76,8 @@ export interface HardwareOptions {
 
 /** One stand-in bin directory per process (the simulated sensor's wrappers). */
 let simBin: string | undefined;
+/** The simulated sensor's sync client stays on loopback (tests and the demo talk to nothing else). */
+const SIM_SYNC_INTERFACE = '127.0.0.1';
 function simulatedCameraPath(options: HardwareOptions): string {
   if (!simBin) {
     simBin = mkdtempSync(join(tmpdir(), 'lockstep-sensor-sim-'));
@@ -94,8 +96,10 @@ async function cameraActuator(action: CaptureAction, options: HardwareOptions): 
   switch (mode) {
     case 'signal':
       return new CameraActuator({ ...common, binary: options.cameraBinary, leadMs: options.leadMs, geometry: options.cameraGeometry });
-    case 'stream':
-      return new StreamCamera({ ...common, fps: action.fps, shutterUs: action.shutterUs, geometry: options.cameraGeometry });
+    case 'stream': {
+      const sim = options.cameraSim ? { env: { ...process.env, LIBCAMERA_RPI_TUNING_FILE: join(simBin!, SIM_TUNING_FILE), STANDIN_SENSOR_SYNC_JOIN: SIM_SYNC_INTERFACE }, syncInterface: SIM_SYNC_INTERFACE } : {};
+      return new StreamCamera({ ...common, fps: action.fps, shutterUs: action.shutterUs, geometry: options.cameraGeometry, phaseLock: action.phaseLock, ...sim });
+    }
     case 'trigger': {
       const line = action.triggerLine ?? options.triggerLine;
       if (line === undefined) throw new ActuatorUnavailable('unsupported', 'trigger mode needs the GPIO line wired to the camera\'s XTR, and this node has none', 'give --trigger-line N (hardware/README.md: GS camera trigger)');

@@ -17,6 +17,16 @@
  * - rpicam-vid --segment 1 writes one file per frame (-o pattern with %d);
  * - `--metadata - --metadata-format json` prints rpicam's shapes on stdout:
  *   bare objects per still, one array of per-frame objects for video;
+ * - frame lengths are whole lines: the period is 1/fps rounded to the line
+ *   time, off by the sensor crystal's ppm (STANDIN_SENSOR_PPM);
+ * - rpicam-vid --sync client (rpicam-apps ≥ 1.6, libcamera's rpi.sync): joins
+ *   the multicast group and port of the --tuning-file's rpi.sync block,
+ *   takes the latest server message at each frame, and shortens (or
+ *   lengthens) ONE frame, three frames on, by its FrameWallClock's distance
+ *   from the server's nearest frame (whole lines, not below the mode's
+ *   minimum frame length, nothing under min_adjustment), as sync.cpp does;
+ *   no frame is output before SyncReady (wall clock past the server's ready
+ *   time);
  * - trigger mode (an IMX296 with trigger_mode=1, XTR wired to a GPIO that
  *   the gpioset stand-in drives, STANDIN_SENSOR_TRIGGER_LINE): no frames of
  *   its own; each low pulse on XTR is one exposure lasting the low time +
@@ -28,10 +38,13 @@
  * what lockstep reports. Settings and failures come from STANDIN_SENSOR_*
  * environment variables (see SETTINGS below), so a CLI can be asked for them.
  */
-import { appendFileSync, chmodSync, closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, chmodSync, closeSync, existsSync, openSync, readFileSync, readSync, watch, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createSocket } from 'node:dgram';
 import { XTR_EXTRA_NS } from './camera-metadata.js';
+import { decodeSyncPayload, readSyncTuning, type SyncPayload } from './camera-phase-lock.js';
+import { realtimeMinusMonotonicNs } from '../src/schedule/actuator.js';
 
 export { XTR_EXTRA_NS };
 
@@ -62,6 +75,14 @@ export const SETTINGS = {
   frameBytes: 'STANDIN_SENSOR_FRAME_BYTES',
   /** 0: --help lists no --metadata (a version before it). */
   metadata: 'STANDIN_SENSOR_METADATA',
+  /** Sensor crystal error, ppm: a number, or random:N for uniform in ±N per process. */
+  ppm: 'STANDIN_SENSOR_PPM',
+  /** The sensor mode's shortest frame, µs: how far a sync correction can shorten one frame. */
+  minFrameUs: 'STANDIN_SENSOR_MIN_FRAME_US',
+  /** 0: --help lists no --sync (rpicam-apps before 1.6). */
+  sync: 'STANDIN_SENSOR_SYNC',
+  /** --sync client joins the group on this interface address (tests: 127.0.0.1); INADDR_ANY like libcamera by default. */
+  syncJoin: 'STANDIN_SENSOR_SYNC_JOIN',
 } as const;
 
 const NS_PER_S = 1_000_000_000;
@@ -74,8 +95,17 @@ const DEFAULT_STILL_FPS = 30;
 const DEFAULT_SHUTTER_US = 10_000;
 /** libcamera's dequeue watchdog: max(1 s, 5 frames), unless camera_timeout_value_ms says otherwise. */
 const MIN_CAMERA_TIMEOUT_MS = 1000;
-/** How often trigger mode looks at the XTR line (the gpioset stand-in's log). */
-const XTR_POLL_MS = 1;
+/**
+ * Trigger mode reads the XTR line's log when it changes (inotify), and at
+ * least this often: the edges carry their own stamps, so noticing them late
+ * only delays the frame's delivery. (It polled every 1 ms before: ten
+ * stand-ins then burnt half a core at the very instant ten nodes fired.)
+ */
+const XTR_POLL_MS = 50;
+/** The CM3's 1536×864p120 mode: a frame at 60 fps can be shortened by up to half. */
+const DEFAULT_MIN_FRAME_US = 8_333;
+/** A sync correction computed on frame n changes the length of frame n + this (the frame-length control's delay). */
+const SYNC_APPLY_DELAY_FRAMES = 3;
 
 type Personality = 'rpicam-still' | 'rpicam-vid';
 
@@ -109,7 +139,7 @@ function option(args: string[], ...names: string[]): string | undefined {
 
 const HELP: Record<Personality, string[]> = {
   'rpicam-still': ['-h [ --help ]', '-o [ --output ] arg', '-s [ --signal ]', '-t [ --timeout ] arg', '-n [ --nopreview ]', '--zsl', '--shutter arg', '--metadata arg', '--metadata-format arg'],
-  'rpicam-vid': ['-h [ --help ]', '-o [ --output ] arg', '-t [ --timeout ] arg', '-n [ --nopreview ]', '--codec arg', '--segment arg', '--framerate arg', '--shutter arg', '--gain arg', '--awbgains arg', '--metadata arg', '--metadata-format arg'],
+  'rpicam-vid': ['-h [ --help ]', '-o [ --output ] arg', '-t [ --timeout ] arg', '-n [ --nopreview ]', '--codec arg', '--segment arg', '--framerate arg', '--shutter arg', '--gain arg', '--awbgains arg', '--metadata arg', '--metadata-format arg', '--sync arg', '--tuning-file arg'],
 };
 
 function fileName(pattern: string, n: number): string {
@@ -132,7 +162,7 @@ export function main(argv: string[]): void {
     process.exit(2);
   }
   if (args[0] === '--help' || args[0] === '-h') {
-    const lines = HELP[personality].filter((l) => env(SETTINGS.metadata) !== '0' || !l.includes('--metadata'));
+    const lines = HELP[personality].filter((l) => (env(SETTINGS.metadata) !== '0' || !l.includes('--metadata')) && (env(SETTINGS.sync) !== '0' || !l.includes('--sync')));
     console.log(`Valid options are:\n  ${lines.join('\n  ')}`);
     process.exit(0);
   }
@@ -146,10 +176,15 @@ export function main(argv: string[]): void {
     process.exit(255);
   }
   const fps = personality === 'rpicam-vid' ? Number(option(args, '--framerate') ?? 30) : numberEnv(SETTINGS.fps, DEFAULT_STILL_FPS);
-  const periodNs = Math.round(NS_PER_S / fps);
+  const lineNs = numberEnv(SETTINGS.lineNs, DEFAULT_LINE_NS);
+  const ppmSetting = env(SETTINGS.ppm) ?? '0';
+  const ppm = ppmSetting.startsWith('random:') ? (Math.random() * 2 - 1) * Number(ppmSetting.slice(7)) : Number(ppmSetting);
+  // Frame length is a whole number of lines; the sensor's crystal makes it a little off in true time.
+  const nominalPeriodNs = Math.max(1, Math.round(NS_PER_S / fps / lineNs)) * lineNs;
+  const periodNs = Math.round(nominalPeriodNs * (1 + ppm / 1e6));
+  const minFrameNs = numberEnv(SETTINGS.minFrameUs, DEFAULT_MIN_FRAME_US) * 1000;
   const shutterUs = Number(option(args, '--shutter') ?? DEFAULT_SHUTTER_US);
   const exposureNs = Math.round(shutterUs * 1000);
-  const lineNs = numberEnv(SETTINGS.lineNs, DEFAULT_LINE_NS);
   const rows = numberEnv(SETTINGS.rows, DEFAULT_ROWS);
   const readoutNs = Math.round((rows - 1) * lineNs);
   const ispNs = numberEnv(SETTINGS.ispNs, DEFAULT_ISP_NS);
@@ -161,8 +196,15 @@ export function main(argv: string[]): void {
   const metadataToStdout = option(args, '--metadata') === '-' && (option(args, '--metadata-format') ?? 'json') === 'json';
   const triggerLine = env(SETTINGS.triggerLine);
   const signalMode = personality === 'rpicam-still' && (args.includes('--signal') || args.includes('-s'));
+  // What libcamera's ClockRecovery gives: CLOCK_REALTIME at each SensorTimestamp, to about a µs.
+  const realMinusMono = realtimeMinusMonotonicNs();
   const startNs = process.hrtime.bigint();
-  const realMinusMono = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  const syncMode = personality === 'rpicam-vid' ? option(args, '--sync') : undefined;
+  if (syncMode !== undefined && syncMode !== 'client' && syncMode !== 'off') {
+    console.error(`ERROR: *** sensor-sim models --sync client only, not ${syncMode} ***`);
+    process.exit(255);
+  }
+  const sync = syncMode === 'client' ? syncClient(option(args, '--tuning-file'), nominalPeriodNs, lineNs, minFrameNs) : undefined;
 
   let outputs = 0; // files written (rpicam-vid: the segment counter; rpicam-still: the capture counter)
   let arrayOpen = false;
@@ -172,7 +214,7 @@ export function main(argv: string[]): void {
       ['SensorTimestamp', frame.sensorTimestampNs.toString()],
       ['FrameWallClock', (frame.sensorTimestampNs + realMinusMono).toString()],
       ['ExposureTime', String(Math.round(shutterUs))],
-      ['FrameDuration', String(Math.round(periodNs / 1000))],
+      ['FrameDuration', String(Math.round(nominalPeriodNs / 1000))],
       ['AnalogueGain', '1.0'],
       ['DigitalGain', '1.0'],
       ['ColourGains', '[ 1.0, 1.0 ]'],
@@ -271,26 +313,98 @@ export function main(argv: string[]): void {
   const sleepUntil = (atNs: bigint, fn: () => void) => setTimeout(fn, Math.max(0, Number(atNs - process.hrtime.bigint()) / 1e6));
 
   if (!triggerLine) {
-    // Free running: frame k starts its readout at phase + k·period.
+    // Free running: frame k+1 starts its readout one frame length after frame k (a sync client may change one).
     const firstNs = startNs + BigInt(numberEnv(SETTINGS.startupMs, DEFAULT_STARTUP_MS)) * 1_000_000n;
     let k = Math.ceil((Number(firstNs) - phaseNs) / periodNs);
-    const at = (n: number) => BigInt(n) * BigInt(periodNs) + BigInt(phaseNs);
+    let fsNs = BigInt(k) * BigInt(periodNs) + BigInt(phaseNs);
+    const lengthChange = new Map<number, number>(); // frame index → ns added to the frame after it
     const step = () => {
       if (finished) return;
       const now = process.hrtime.bigint();
       // A late wake-up delivers every frame that is due, in order (none is lost).
-      while (at(k) + deliveryDelayNs <= now && !finished) {
-        deliver({ k, sensorTimestampNs: at(k) + BigInt(fsDelayNs), exposureNs }, at(k) + deliveryDelayNs);
+      while (fsNs + deliveryDelayNs <= now && !finished) {
+        const frame = { k, sensorTimestampNs: fsNs + BigInt(fsDelayNs), exposureNs };
+        const wallUs = (frame.sensorTimestampNs + realMinusMono) / 1000n;
+        const ready = sync ? sync.process(k, wallUs, lengthChange) : true;
+        if (ready) deliver(frame, fsNs + deliveryDelayNs);
+        fsNs += BigInt(periodNs + (lengthChange.get(k) ?? 0));
+        lengthChange.delete(k);
         k++;
       }
-      sleepUntil(at(k) + deliveryDelayNs, step);
+      sleepUntil(fsNs + deliveryDelayNs, step);
     };
-    sleepUntil(at(k) + deliveryDelayNs, step);
+    sleepUntil(fsNs + deliveryDelayNs, step);
   } else {
     watchXtr(triggerLine, startNs, periodNs, (frame) => sleepUntil(frame.sensorTimestampNs + deliveryDelayNs, () => !finished && deliver(frame, frame.sensorTimestampNs + deliveryDelayNs)));
   }
   console.error('Made DRM preview window'); // what the real one says at start
   setInterval(() => undefined, 1 << 30);
+}
+
+/**
+ * libcamera's rpi.sync in client mode (src/ipa/rpi/controller/rpi/sync.cpp),
+ * on the stand-in's frames: process() runs once per frame with that frame's
+ * wall clock (µs) and returns SyncReady; a correction is booked as a change
+ * of one frame's length SYNC_APPLY_DELAY_FRAMES later.
+ */
+function syncClient(tuningFile: string | undefined, nominalPeriodNs: number, lineNs: number, minFrameNs: number) {
+  let tuning = readSyncTuning(undefined);
+  if (tuningFile) {
+    try {
+      tuning = readSyncTuning(JSON.parse(readFileSync(tuningFile, 'utf8')));
+    } catch (error) {
+      console.error(`ERROR: *** failed to read tuning file ${tuningFile}: ${(error as Error).message} ***`);
+      process.exit(255);
+    }
+  }
+  const inbox: SyncPayload[] = [];
+  const socket = createSocket({ type: 'udp4', reuseAddr: true });
+  socket.on('message', (msg) => {
+    const p = decodeSyncPayload(msg);
+    if (p) inbox.push(p);
+  });
+  socket.on('error', (error) => console.error(`ERROR: RPiSync: ${error.message}`));
+  socket.bind(tuning.port, () => {
+    try {
+      socket.addMembership(tuning.group, env(SETTINGS.syncJoin));
+    } catch (error) {
+      console.error(`ERROR: RPiSync: Unable to set socket options (${(error as Error).message})`);
+    }
+  });
+  socket.unref();
+  let seenPacket = false;
+  let ready = false;
+  let frameDurationUs = 0;
+  let serverReadyUs = 0n;
+  return {
+    process(k: number, wallClockUs: bigint, lengthChange: Map<number, number>): boolean {
+      let server: bigint | undefined;
+      for (const p of inbox.splice(0)) {
+        seenPacket = true;
+        frameDurationUs = p.frameDurationUs;
+        server = p.wallClockFrameTimestampUs;
+        serverReadyUs = p.wallClockReadyTimeUs;
+      }
+      if (server !== undefined && frameDurationUs > 0) {
+        const delta = Number(wallClockUs - server);
+        const periods = Math.trunc((delta + frameDurationUs / 2) / frameDurationUs); // C: truncation toward zero
+        let correctionUs = Math.trunc(delta - periods * frameDurationUs);
+        if (Math.abs(correctionUs) < tuning.minAdjustmentUs) correctionUs = 0;
+        if (correctionUs !== 0) {
+          // Frame lengths are whole lines, and never below the mode's minimum.
+          const lines = Math.round((correctionUs * 1000) / lineNs);
+          const shortenNs = Math.min(lines * lineNs, nominalPeriodNs - minFrameNs);
+          const at = k + SYNC_APPLY_DELAY_FRAMES;
+          lengthChange.set(at, (lengthChange.get(at) ?? 0) - shortenNs);
+        }
+      }
+      if (seenPacket && !ready && wallClockUs + BigInt(Math.round(frameDurationUs / 2)) > serverReadyUs) {
+        ready = true;
+        console.error(`INFO RPiSync *** Sync achieved! Difference ${serverReadyUs - wallClockUs}us`);
+      }
+      return ready;
+    },
+  };
 }
 
 /**
@@ -356,8 +470,19 @@ function watchXtr(line: string, startNs: bigint, periodNs: number, onFrame: (fra
       console.error('ERROR: Device timeout detected, attempting a restart!!!');
       lastFrameNs = process.hrtime.bigint();
     }
-    setTimeout(poll, XTR_POLL_MS);
+    scheduled = setTimeout(poll, XTR_POLL_MS);
   };
+  let scheduled: NodeJS.Timeout | undefined;
+  const dir = env('STANDIN_LOG_DIR') ?? '.';
+  try {
+    watch(dir, (_event, name) => {
+      if (name !== 'gpioset.log') return;
+      clearTimeout(scheduled);
+      scheduled = setTimeout(poll, 0);
+    }).unref();
+  } catch {
+    /* no inotify: the poll alone */
+  }
   poll();
 }
 
@@ -444,6 +569,9 @@ export class XtrLogLine {
   }
 }
 
+/** The stock tuning file installSensorStandIns() writes beside the wrappers (what /usr/share/libcamera/ipa/rpi holds). */
+export const SIM_TUNING_FILE = 'imx708.json';
+
 /**
  * Writes `rpicam-still` and `rpicam-vid` into binDir, each running this
  * simulator with the node that runs us; returns their paths.
@@ -455,6 +583,7 @@ export function installSensorStandIns(binDir: string): { still: string; vid: str
     writeFileSync(path, `#!/bin/sh\nexec '${process.execPath}' '${script}' ${name} "$@"\n`);
     chmodSync(path, 0o755);
   }
+  writeFileSync(join(binDir, SIM_TUNING_FILE), JSON.stringify({ version: 2.0, target: 'bcm2835', algorithms: [{ 'rpi.black_level': { black_level: 4096 } }, { 'rpi.sync': {} }] }, null, 2));
   return paths;
 }
 

@@ -792,7 +792,7 @@ export class MeshNode {
 /** One prepared actuator per key: a capture's mode and its options make a different camera (a stream at 30 fps is not one at 60). */
 function actuatorKey(action: ActionSpec): string {
   if (action.kind === 'blink') return `blink:${action.line}`;
-  if (action.kind === 'capture') return `capture:${action.mode ?? ''}:${action.fps ?? ''}:${action.shutterUs ?? ''}:${action.triggerLine ?? ''}`;
+  if (action.kind === 'capture') return `capture:${action.mode ?? ''}:${action.fps ?? ''}:${action.phaseLock ? 'lock' : ''}:${action.shutterUs ?? ''}:${action.triggerLine ?? ''}`;
   return action.kind;
 }
 

@@ -41,6 +41,8 @@ export interface CaptureAction {
   mode?: CaptureMode;
   /** stream: the sensor's fixed frame rate. */
   fps?: number;
+  /** stream: every node's frames on one UTC grid (k/fps since the epoch), so the nearest frames are simultaneous. */
+  phaseLock?: boolean;
   /** stream and trigger: the fixed exposure, µs (trigger: the XTR pulse's low time). */
   shutterUs?: number;
   /** trigger: the GPIO line wired to the camera's XTR (the node's own --trigger-line when absent). */
@@ -138,7 +140,7 @@ function validateBlink(r: Record<string, unknown>): ValidationResult {
 }
 
 function validateCapture(r: Record<string, unknown>, options: ValidateOptions): ValidationResult {
-  const extra = unknownKeys(r, ['kind', 'outDir', 'leadNs', 'name', 'mode', 'fps', 'shutterUs', 'triggerLine']);
+  const extra = unknownKeys(r, ['kind', 'outDir', 'leadNs', 'name', 'mode', 'fps', 'phaseLock', 'shutterUs', 'triggerLine']);
   if (extra) return { ok: false, reason: `capture has no field '${extra}'` };
   const action: CaptureAction = { kind: 'capture' };
   if (r.mode !== undefined) {
@@ -152,6 +154,11 @@ function validateCapture(r: Record<string, unknown>, options: ValidateOptions): 
     if (mode !== 'stream') return { ok: false, reason: 'capture.fps is for mode stream (the sensor runs at that rate)' };
     if (typeof r.fps !== 'number' || !(r.fps > 0 && r.fps <= MAX_FPS)) return { ok: false, reason: `capture.fps must be a number of frames per second in (0, ${MAX_FPS}], not ${JSON.stringify(r.fps)}` };
     action.fps = r.fps;
+  }
+  if (r.phaseLock !== undefined) {
+    if (mode !== 'stream') return { ok: false, reason: 'capture.phaseLock is for mode stream (it aligns the running frames)' };
+    if (typeof r.phaseLock !== 'boolean') return { ok: false, reason: `capture.phaseLock must be true or false, not ${JSON.stringify(r.phaseLock)}` };
+    if (r.phaseLock) action.phaseLock = true;
   }
   if (r.shutterUs !== undefined) {
     if (mode === 'signal') return { ok: false, reason: 'capture.shutterUs is for modes stream and trigger' };
@@ -232,7 +239,7 @@ export function describeAction(action: ActionSpec): string {
     case 'blink':
       return `blink line ${action.line}: ${ms(action.onNs)} on every ${ms(action.periodNs)}, ${action.count === 'forever' ? 'until stopped' : `${action.count} times`}`;
     case 'capture':
-      return `capture${action.mode && action.mode !== 'signal' ? ` (${action.mode}${action.fps ? ` ${action.fps} fps` : ''}${action.shutterUs ? `, ${action.shutterUs} µs` : ''}${action.triggerLine !== undefined ? `, XTR on line ${action.triggerLine}` : ''})` : ''}${action.name ? ` '${action.name}'` : ''}${action.outDir ? ` into ${action.outDir}` : ''}${action.leadNs !== undefined ? ` (lead ${ms(action.leadNs)})` : ''}`;
+      return `capture${action.mode && action.mode !== 'signal' ? ` (${action.mode}${action.fps ? ` ${action.fps} fps` : ''}${action.phaseLock ? ', phase-locked' : ''}${action.shutterUs ? `, ${action.shutterUs} µs` : ''}${action.triggerLine !== undefined ? `, XTR on line ${action.triggerLine}` : ''})` : ''}${action.name ? ` '${action.name}'` : ''}${action.outDir ? ` into ${action.outDir}` : ''}${action.leadNs !== undefined ? ` (lead ${ms(action.leadNs)})` : ''}`;
     case 'command':
       return `command ${action.argv.map((a) => JSON.stringify(a)).join(' ')}`;
   }

@@ -9,7 +9,7 @@
  *
  * Drivers live in hardware/ and import only this file (DESIGN.md).
  */
-import { realClock, type RawClock } from '../time/clock.js';
+import { anchorToSystemClock, realClock, type RawClock } from '../time/clock.js';
 
 /** Re-exported so hardware/ needs nothing from src/ but this contract. */
 export type { RawClock };
@@ -185,6 +185,17 @@ export function truthReader(clock: RawClock = realClock()): () => bigint {
  */
 export function realUtcAtMonotonic(monotonicNs: bigint): bigint {
   return realClock().atMonotonicNs(monotonicNs);
+}
+
+/**
+ * CLOCK_REALTIME − CLOCK_MONOTONIC now, ns, measured afresh (a Date.now()
+ * edge, sub-µs, up to ~3 ms of spinning): a camera's FrameWallClock is on
+ * CLOCK_REALTIME, which chrony or an admin may have slewed or stepped since
+ * the process's own anchor was taken.
+ */
+export function realtimeMinusMonotonicNs(): bigint {
+  const anchor = anchorToSystemClock();
+  return anchor.epochNs - anchor.hrtimeNs;
 }
 
 /** Monotonic nanoseconds, for measuring how long fire() took. */

@@ -282,16 +282,17 @@ describe('camera modes against the simulated sensor', function () {
   it('trigger: a pulse that brings no frame (XTR not wired) is a clear error, and no empty file is left', async () => {
     undo = standins.set({ triggerLine: 'GPIO5' }); // the camera listens on another line than we pulse
     const gpio = new GpiodGpio({ line: 'GPIO22', activeLow: true, pathEnv: standins.path });
-    const camera = new TriggerCamera({ outDir: out, node: 'gs1', shutterUs: 500, gpio, warmupMs: WARMUP_MS, pathEnv: standins.path });
+    // A frame comes within ms of its pulse: 600 ms of waiting is as conclusive as the default 2 s.
+    const camera = new TriggerCamera({ outDir: out, node: 'gs1', shutterUs: 500, gpio, warmupMs: WARMUP_MS, pathEnv: standins.path, frameWaitMs: 600 });
     await camera.prepare();
     const result = await later(camera.fire(nowNs(), { tag: 'gs' }));
     await camera.release();
-    expect(result.error).to.match(/no frame came for the trigger pulse within 2000 ms: is XTR wired to this line, trigger_mode=1 set/);
+    expect(result.error).to.match(/no frame came for the trigger pulse within 600 ms: is XTR wired to this line, trigger_mode=1 set/);
     expect(readdirSync(out)).to.deep.equal([]);
   });
 
   it('fire capture --mode stream --json: the fire line carries the photo, its exposure and exposureErrorNs; bad options exit 2', async () => {
-    const result = await runCli(['fire', 'capture', '--mode', 'stream', '--fps', '50', '--at', '+2500ms', '--out', out, '--node', 'cli', '--warmup', '500ms', '--line-time', '13.36us', '--rows', '1296', '--json'], {
+    const result = await runCli(['fire', 'capture', '--mode', 'stream', '--fps', '50', '--at', '+2000ms', '--out', out, '--node', 'cli', '--warmup', '500ms', '--line-time', '13.36us', '--rows', '1296', '--json'], {
       env: { ...process.env, PATH: standins.path },
       timeoutMs: 20_000,
     });

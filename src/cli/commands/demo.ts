@@ -67,6 +67,7 @@ everything it started, also on Ctrl-C.
                        (hardware/sensor-sim.ts), and each photo is judged by when it was
                        really exposed
   --mode MODE          with --capture: stream (default: frame select at 60 fps), signal, trigger
+  --phase-lock         with --capture --mode stream: every node's frames on one UTC grid
   --photos N           with --capture: how many (default 3)
   --out DIR            with --capture: where the photos go (default: a new directory under /tmp, kept)`;
 
@@ -96,6 +97,7 @@ export const command: Command = {
       http: { type: 'string' },
       capture: { type: 'boolean' },
       mode: { type: 'string' },
+      'phase-lock': { type: 'boolean' },
       photos: { type: 'string' },
       out: { type: 'string' },
       layout: { type: 'string' },
@@ -122,6 +124,7 @@ export const command: Command = {
     if (values.capture && layout === 'swarm') throw new UsageError('--capture runs one node process per camera: at most 50 nodes, --layout processes');
     const mode = (values.mode ?? 'stream') as CaptureMode;
     if (!CAPTURE_MODES.includes(mode)) throw new UsageError(`--mode takes ${CAPTURE_MODES.join(', ')}, not '${values.mode}'`);
+    if (values['phase-lock'] && (!values.capture || mode !== 'stream')) throw new UsageError('--phase-lock goes with --capture --mode stream');
     const photos = values.photos ? numberOption('photos', values.photos, { min: 1, max: 100, integer: true }) : 3;
     const photoDir = values.capture ? (values.out ?? mkdtempSync(join(tmpdir(), 'lockstep-demo-photos-'))) : undefined;
     if (photoDir) {
@@ -172,7 +175,7 @@ export const command: Command = {
         await new Promise((r) => setTimeout(r, settleMs));
       }
       if (photoDir) {
-        const action: CaptureAction = { kind: 'capture', mode, name: 'demo', ...(mode === 'stream' ? { fps: 60 } : {}) };
+        const action: CaptureAction = { kind: 'capture', mode, name: 'demo', ...(mode === 'stream' ? { fps: 60 } : {}), ...(values['phase-lock'] ? { phaseLock: true } : {}) };
         say(`${photos} photos, ${describeAction(action)}, into ${photoDir}`);
         const runs = await runPhotos(cluster, { action, count: photos, truthFile: process.env.STANDIN_SENSOR_TRUTH!, readyWithinNs, progress: say });
         if (interrupted) return 130;

@@ -58,6 +58,9 @@ actions:
                        trigger: a Global Shutter camera exposed by our own GPIO
                          pulse on --trigger-line (hardware/README.md)
     --fps N            stream: the sensor's frame rate (default 60)
+    --phase-lock       stream: put the frames on the UTC grid k/fps (rpicam-vid --sync
+                         client following this node's own sync server), so that
+                         every node's nearest frame is the same instant's
     --shutter US       stream, trigger: the fixed exposure in µs (default 5000 / 1000)
     --trigger-line N   trigger: the GPIO line wired to the camera's XTR
     --line-time DUR    rolling shutter: time per row (13.36us for a Camera Module 3
@@ -127,6 +130,7 @@ const OPTIONS = {
   warmup: { type: 'string' },
   mode: { type: 'string' },
   fps: { type: 'string' },
+  'phase-lock': { type: 'boolean' },
   shutter: { type: 'string' },
   'trigger-line': { type: 'string' },
   'line-time': { type: 'string' },
@@ -136,7 +140,7 @@ const OPTIONS = {
 } as const;
 
 /** The capture options, for "--X is for capture" checks. */
-const CAPTURE_FLAGS = ['out', 'name', 'node', 'lead-ms', 'camera', 'camera-args', 'warmup', 'mode', 'fps', 'shutter', 'trigger-line', 'line-time', 'rows', 'frame-start-offset', 'camera-sim'] as const;
+const CAPTURE_FLAGS = ['out', 'name', 'node', 'lead-ms', 'camera', 'camera-args', 'warmup', 'mode', 'fps', 'phase-lock', 'shutter', 'trigger-line', 'line-time', 'rows', 'frame-start-offset', 'camera-sim'] as const;
 
 /** Default pulse length when --on is not given: visible, and short enough for a 1 s train. */
 const DEFAULT_ON = '100ms';
@@ -170,6 +174,7 @@ function actionFromArgs(kind: string | undefined, values: Values, rest: string[]
       if (values.name !== undefined) raw.name = values.name;
       if (values.mode !== undefined) raw.mode = values.mode;
       if (values.fps !== undefined) raw.fps = numberOption('fps', values.fps, { min: 0.001, max: 1000 });
+      if (values['phase-lock']) raw.phaseLock = true;
       if (values.shutter !== undefined) raw.shutterUs = numberOption('shutter', values.shutter, { min: 1, max: 10_000_000, integer: true });
       if (values['trigger-line'] !== undefined) raw.triggerLine = values['trigger-line'];
       break;

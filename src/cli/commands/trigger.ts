@@ -31,7 +31,7 @@ spread of the instants across nodes.
 actions:
   blink   --line N --on 100ms --every 1s --count 10 (or --count forever)
   capture [--name NAME] [--lead-ms MS] [--mode signal|stream|trigger] [--fps N] [--shutter US]
-          [--trigger-line N]  each node reports its photo's exposure (exposureErrorNs); a node
+          [--phase-lock] [--trigger-line N]  each node reports its photo's exposure (exposureErrorNs); a node
                               that cannot do the mode rejects it as unavailable, with the reason
   command -- PROGRAM [ARGS...]        (nodes accept it only with --allow-command)
   cancel TRIGGER_ID                   cancel what is left of a trigger (a blink train 'forever')
@@ -83,6 +83,7 @@ function actionFrom(kind: string | undefined, v: Record<string, string | string[
       if (v['lead-ms']) spec.leadNs = Math.round(numberOption('lead-ms', String(v['lead-ms']), { min: 0, max: 10_000 }) * 1e6);
       if (v.mode) spec.mode = v.mode;
       if (v.fps) spec.fps = numberOption('fps', String(v.fps), { min: 0.001, max: 1000 });
+      if (v['phase-lock']) spec.phaseLock = true;
       if (v.shutter) spec.shutterUs = numberOption('shutter', String(v.shutter), { min: 1, max: 10_000_000, integer: true });
       if (v['trigger-line']) spec.triggerLine = v['trigger-line'];
       break;
@@ -123,6 +124,7 @@ export const command: Command = {
       'lead-ms': { type: 'string' },
       mode: { type: 'string' },
       fps: { type: 'string' },
+      'phase-lock': { type: 'boolean' },
       shutter: { type: 'string' },
       'trigger-line': { type: 'string' },
       in: { type: 'string' },

@@ -11,7 +11,7 @@ import type { CaptureAction } from '../../schedule/actions.js';
 import type { Cluster } from './cluster.js';
 import type { TriggerResult } from '../../mesh/coordinator.js';
 import { readSensorTruth } from '../../../hardware/sensor-sim.js';
-import { NotReadyError } from '../../mesh/readiness.js';
+import { NotReadyError, waitUntilReady } from '../../mesh/readiness.js';
 
 export interface PhotoNode {
   node: string;
@@ -29,8 +29,10 @@ export interface PhotoRun {
   index: number;
   result: TriggerResult;
   nodes: PhotoNode[];
-  /** Across nodes: latest − earliest true exposure mid-point, ns. */
+  /** Across nodes: latest − earliest true exposure mid-point, ns (slotted: of true mid − own instant). */
   trueSpreadNs?: number;
+  /** Slotted rounds: the spread of the true instants at which the nodes' clocks read their planned instants, ns. */
+  clockSpreadNs?: number;
 }
 
 /** Judges one capture trigger's reports against the truth file. */
@@ -93,6 +95,54 @@ export async function runPhotos(cluster: Cluster, o: PhotoRunOptions): Promise<P
     }
     if (o.warmUp && first) continue;
     runs.push(judgePhotos(runs.length, result, o.truthFile));
+  }
+  return runs;
+}
+
+export interface SlottedPhotoRunOptions extends PhotoRunOptions {
+  /** Node j's instant is the round's instant + j × slotNs. */
+  slotNs: bigint;
+}
+
+/**
+ * Fires `count` rounds in which every node captures ALONE, in its own time
+ * slot (node j at the round's instant + j·slot, a trigger of its own), and
+ * judges each node against its own instant: the spread across nodes is then
+ * what nodes that each own a CPU would show (one per Pi), on a machine where
+ * ten of them share two cores. The clocks are the same ten clocks, read a
+ * few hundred ms apart (their drift over that is ns).
+ */
+export async function runSlottedPhotos(cluster: Cluster, o: SlottedPhotoRunOptions): Promise<PhotoRun[]> {
+  const runs: PhotoRun[] = [];
+  const ids = cluster.nodeIds();
+  const total = o.count + (o.warmUp ? 1 : 0);
+  for (let i = 0; i < total; i++) {
+    const first = i === 0;
+    const lead = first ? (o.firstInNs ?? 5_000_000_000n) : (o.inNs ?? 1_000_000_000n);
+    let results: TriggerResult[];
+    try {
+      // Every node through the gate before the round's instant is chosen (each trigger's own gate then passes at once).
+      await waitUntilReady(cluster.hub!.directory, { nodes: ids, thresholdNs: o.readyWithinNs, maxStateAgeMs: 5_000, timeoutMs: 60_000 });
+      const roundNs = cluster.timescale.nowNs() + lead;
+      results = await Promise.all(
+        ids.map((id, j) =>
+          cluster.coordinator!.run({ action: o.action, startNs: roundNs + BigInt(j) * o.slotNs, nodes: [id], readyWithinNs: o.readyWithinNs, readyTimeoutMs: 60_000 }),
+        ),
+      );
+    } catch (error) {
+      if (!(error instanceof NotReadyError) || !o.onNotReady) throw error;
+      o.onNotReady(error);
+      continue;
+    }
+    if (o.warmUp && first) continue;
+    const judged = results.map((r) => judgePhotos(runs.length, r, o.truthFile));
+    const nodes = judged.flatMap((j) => j.nodes);
+    const errors = nodes.filter((n) => n.trueErrorNs !== undefined).map((n) => n.trueErrorNs!);
+    const clocks = results.flatMap((r) => r.reports.filter((rep) => rep.clockTrueNs !== undefined).map((rep) => Number(rep.clockTrueNs! - rep.plannedNs)));
+    const run: PhotoRun = { index: runs.length, result: results[0]!, nodes };
+    if (errors.length > 1) run.trueSpreadNs = Math.max(...errors) - Math.min(...errors);
+    if (clocks.length > 1) run.clockSpreadNs = Math.max(...clocks) - Math.min(...clocks);
+    runs.push(run);
   }
   return runs;
 }
