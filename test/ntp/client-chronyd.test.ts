@@ -60,7 +60,8 @@ describe('ntp/client against a real chronyd', function () {
       const errorNs = Number(timescale.utcAt(sim.rawAtTruth(truth)) - truth);
       expect(Math.abs(errorNs)).to.be.below(500_000);
       const st = client.status();
-      expect(st.frequencyErrorPpm).to.be.a('number').and.below(20);
+      // A 4σ-equivalent, Student-t and serial-correlation widened claim (sourcestats.ts): 15-35 ppm here under load.
+      expect(st.frequencyErrorPpm).to.be.a('number').and.below(60);
       expect(Math.abs(timescale.frequencyPpm - -50)).to.be.at.most(st.frequencyErrorPpm!); // the claim: see the test above
       expect(timescale.steps).to.equal(1); // one step at the start, slews after
       expect(updates.length).to.be.above(5);
