@@ -185,9 +185,18 @@ export function fitEnvelope(points: EnvelopePoint[], guessPpb = 0, spanPpb = MAX
   const halfSlack = (excess: number[], first: boolean) => {
     const part = excess.filter((_, i) => (points[i]!.t < midT) === first);
     const kk = Math.min(FLOOR_SPACING_SAMPLES, part.length - 1);
-    return kk >= 1 ? (FLOOR_MISS_FACTOR * kthSmallest(part.map((x) => x - Math.min(...part)), kk + 1)) / kk + Math.min(...part) : Infinity;
+    if (kk < 1) return Infinity;
+    let least = Infinity;
+    for (const x of part) if (x < least) least = x;
+    return (FLOOR_MISS_FACTOR * kthSmallest(part.map((x) => x - least), kk + 1)) / kk + least;
   };
-  const midT = (Math.min(...points.map((p) => p.t)) + Math.max(...points.map((p) => p.t))) / 2;
+  let firstT = Infinity;
+  let lastT = -Infinity;
+  for (const p of points) {
+    if (p.t < firstT) firstT = p.t;
+    if (p.t > lastT) lastT = p.t;
+  }
+  const midT = (firstT + lastT) / 2;
   const slopeTolerance =
     halfSlack(outExcess, true) + halfSlack(outExcess, false) + halfSlack(inExcess, true) + halfSlack(inExcess, false);
   // The offset's spread keeps the whole window's slacks: its bound was never below the truth in those
