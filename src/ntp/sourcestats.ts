@@ -74,8 +74,25 @@ const RUNS_Z = 2.33;
 const DROP_FRACTION = 1 / 8;
 /** Residual scale factor floor: synthetic perfect data must not claim zero uncertainty. */
 const MIN_SCALE = 0.01;
+/** A larger lag-1 correlation than this is a bend, which the runs test prunes, not noise. */
+const MAX_SERIAL_CORRELATION = 0.8;
+/** Lowest excesses whose spacing says how far the window's least delay is above the path's floor. */
+const FLOOR_GAP_SAMPLES = 4;
+/**
+ * The weights' σ model (σ0 measured, the floor gap, e²/12) counts as this
+ * many residuals at scale 1, pooled with the real ones; the bound is then
+ * Student-t's at the pooled degrees of freedom.
+ */
+const SCALE_PRIOR_DOF = 4;
 /** Sigmas of the regression's uncertainty in its bound (the envelope's bound is a bound already). */
 const REGRESSION_BOUND_SIGMAS = 3;
+/**
+ * The frequency's bound is held to the truth after every sample of a run,
+ * hundreds of times in a start-up, and has no minDelay/2 margin beside it
+ * as the offset's has: 3σ was exceeded in ~1.5 % of 200 seeded runs
+ * (by up to 1.2×, test/ntp/honesty-sim.ts), FREQUENCY_BOUND_SIGMAS in none.
+ */
+const FREQUENCY_BOUND_SIGMAS = 4;
 /**
  * The envelope needs samples near each floor before its slack means
  * anything: its spacing estimate rests on the 5 lowest, so with fewer than
@@ -102,8 +119,10 @@ export interface RegressionResult {
   covariateCoefficient: number;
   interceptSd: number;
   slopeSd: number;
-  /** Σw r² / (n − p): how far the weights' σ model is off (1 = exact). */
+  /** Σw r² / (n − p), pooled with the prior's: how far the weights' σ model is off (1 = exact). */
   scale: number;
+  /** Degrees of freedom behind scale (the prior's plus n − p): the SDs are Student-t's with these. */
+  dof: number;
   residuals: number[];
   runs: number;
 }
@@ -134,6 +153,7 @@ export function weightedRegression(
   xRef: number,
   slopePrior?: Prior,
   covariate?: Covariate,
+  scalePriorDof = 0,
 ): RegressionResult {
   const n = x.length;
   if (n === 0 || y.length !== n || w.length !== n) throw new RangeError('regression needs equal, non-empty x, y, w');
@@ -207,12 +227,16 @@ export function weightedRegression(
     return fit;
   };
   // The priors are in the data's units once the weights' scale is known: fit once to learn it.
+  // scalePriorDof pseudo-residuals at scale 1 (the weights' own σ model) are pooled with the real ones:
+  // three residuals alone can say "scale 0.05" by luck, and their 3σ then claims 4× too much.
   let scale = 1;
   let fit = solve(1);
+  const dof = scalePriorDof + Math.max(0, n - fit.p);
   if (n > fit.p) {
-    scale = Math.max(MIN_SCALE, fit.chi2 / (n - fit.p));
+    const pooled = (f: typeof fit) => Math.max(MIN_SCALE, (scalePriorDof + f.chi2) / dof);
+    scale = pooled(fit);
     fit = solve(scale);
-    scale = Math.max(MIN_SCALE, fit.chi2 / (n - fit.p));
+    scale = pooled(fit);
   }
   return {
     intercept: fit.a,
@@ -221,6 +245,7 @@ export function weightedRegression(
     interceptSd: Math.sqrt(Math.max(0, scale * fit.inverse[0]![0]!)),
     slopeSd: Math.sqrt(Math.max(0, scale * fit.inverse[1]![1]!)),
     scale,
+    dof,
     residuals: fit.residuals,
     runs: countRuns(fit.residuals),
   };
@@ -245,6 +270,19 @@ function invert(m: number[][]): number[][] {
     }
   }
   return a.map((row) => row.slice(p));
+}
+
+/**
+ * How many of its SDs a Student-t estimate with `dof` degrees of freedom
+ * must be given to cover what `sigmas` Gaussian SDs cover (two-sided):
+ * Cornish–Fisher expansion, within 3 % of the exact quantile from 3 dof up.
+ * Below 1 dof (no residual at all) the weights' σ model stands alone.
+ */
+export function studentSigmas(sigmas: number, dof: number): number {
+  if (!(dof >= 1) || !Number.isFinite(dof)) return dof === Infinity ? sigmas : sigmas * 4;
+  const z = sigmas;
+  const z3 = z ** 3, z5 = z ** 5, z7 = z ** 7;
+  return z + (z3 + z) / (4 * dof) + (5 * z5 + 16 * z3 + 3 * z) / (96 * dof ** 2) + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * dof ** 3);
 }
 
 export function countRuns(residuals: number[]): number {
@@ -380,7 +418,7 @@ export class SourceStats {
     const all = this.samples;
     const newest = all[all.length - 1]!;
     let start = 0;
-    let chosen: { fit: RegressionResult & { sd0: number }; start: number } | undefined;
+    let chosen: { fit: RegressionResult & { sd0: number; correlation: number }; start: number } | undefined;
     for (;;) {
       const fit = this.fit(start);
       chosen = { fit, start };
@@ -396,6 +434,12 @@ export class SourceStats {
       this.ys = this.ys.slice(chosen.start);
     }
     const { fit } = chosen;
+    // Residuals that follow each other (a busy machine delays several samples in a row) carry less
+    // information than their count says: widen by the AR(1) variance factor √((1 + ρ)/(1 − ρ)).
+    const rho = Math.min(MAX_SERIAL_CORRELATION, Math.max(0, fit.correlation));
+    const correlated = Math.sqrt((1 + rho) / (1 - rho));
+    const sigmas = correlated * studentSigmas(REGRESSION_BOUND_SIGMAS, fit.dof);
+    const frequencySigmas = correlated * studentSigmas(FREQUENCY_BOUND_SIGMAS, fit.dof);
     const window = this.samples;
     const offset0 = window[0]!.offsetNs;
     const minDelayNs = minDelay(window);
@@ -403,14 +447,16 @@ export class SourceStats {
       rawNs: newest.rawNs,
       offsetNs: offset0 + BigInt(Math.round(fit.intercept)),
       frequencyPpm: fit.slope / 1e3,
-      offsetSdNs: fit.interceptSd,
-      frequencySdPpm: fit.slopeSd / 1e3,
+      // As "3σ = the bound" (the envelope's convention too), so code downstream that takes 3 SDs
+      // (selection, discipline's frequencyErrorPpm) gets the t-widened claim.
+      offsetSdNs: (fit.interceptSd * sigmas) / REGRESSION_BOUND_SIGMAS,
+      frequencySdPpm: (fit.slopeSd * frequencySigmas) / REGRESSION_BOUND_SIGMAS / 1e3,
       samples: window.length,
       minDelayNs,
       noiseSdNs: fit.sd0 * Math.sqrt(fit.scale),
       asymmetry: fit.covariateCoefficient,
-      offsetBoundNs: minDelayNs / 2 + REGRESSION_BOUND_SIGMAS * fit.interceptSd,
-      frequencyBoundPpm: (REGRESSION_BOUND_SIGMAS * fit.slopeSd) / 1e3,
+      offsetBoundNs: minDelayNs / 2 + sigmas * fit.interceptSd,
+      frequencyBoundPpm: (frequencySigmas * fit.slopeSd) / 1e3,
       estimator: 'regression',
     };
     if (window.length < ENVELOPE_MIN_SAMPLES) return regression;
@@ -456,7 +502,7 @@ export class SourceStats {
     };
   }
 
-  private fit(start: number): RegressionResult & { sd0: number } {
+  private fit(start: number): RegressionResult & { sd0: number; correlation: number } {
     const window = this.samples.slice(start);
     const minDelayNs = minDelay(window);
     const x0 = this.xs[start]!;
@@ -464,12 +510,19 @@ export class SourceStats {
     const x = this.xs.slice(start).map((v) => v - x0);
     const y = this.ys.slice(start).map((v) => v - y0);
     const z = window.map((s) => s.delayNs - minDelayNs);
+    const sortedZ = [...z].sort((a, b) => a - b);
     // The quiet quarter of the samples (least excess) measures the noise floor σ0.
-    const quietCut = [...z].sort((a, b) => a - b)[Math.floor(z.length * QUIET_FRACTION)]!;
+    const quietCut = sortedZ[Math.floor(z.length * QUIET_FRACTION)]!;
+    // The window's least delay is not the path's: its own sample queued too, by about the spacing of the
+    // lowest excesses. Each sample's queueing is its excess PLUS that gap; without it a window of a few
+    // samples weights its least delayed one as exact, and two samples 0.25 s apart claimed ±600 ppm
+    // while 1,000 ppm off.
+    const gapNs = floorGap(sortedZ, minDelayNs);
     let sd0 = baseSd(minDelayNs);
     let fit: RegressionResult | undefined;
+    let w: number[] = [];
     for (let pass = 0; pass <= NOISE_FLOOR_PASSES; pass++) {
-      const w = z.map((e) => 1 / (sd0 * sd0 + (e * e) / 12));
+      w = z.map((e) => 1 / (sd0 * sd0 + ((e + gapNs) * (e + gapNs)) / 12));
       // Slope in ns/s (ppb): the prior's SD in the same unit. The covariate is the delay excess (asymmetry).
       fit = weightedRegression(
         x,
@@ -478,6 +531,7 @@ export class SourceStats {
         x[x.length - 1]!,
         { value: 0, sd: PRIOR_FREQUENCY_SD_PPM * 1e3 },
         { z, prior: { value: 0, sd: PRIOR_ASYMMETRY_SD }, min: -MAX_ASYMMETRY, max: MAX_ASYMMETRY },
+        SCALE_PRIOR_DOF,
       );
       if (pass === NOISE_FLOOR_PASSES || window.length < MIN_SAMPLES) break;
       let sumResidual2 = 0;
@@ -486,13 +540,13 @@ export class SourceStats {
       for (let i = 0; i < z.length; i++) {
         if (z[i]! > quietCut) continue;
         sumResidual2 += fit.residuals[i]! ** 2;
-        sumExcess2 += z[i]! ** 2 / 12;
+        sumExcess2 += (z[i]! + gapNs) ** 2 / 12;
         n++;
       }
       // What the quiet samples scatter beyond their excess is the floor.
       sd0 = Math.sqrt(Math.max(baseSd(minDelayNs) ** 2, (sumResidual2 - sumExcess2) / n));
     }
-    return { ...fit!, sd0 };
+    return { ...fit!, sd0, correlation: serialCorrelation(fit!.residuals, w) };
   }
 }
 
@@ -500,6 +554,34 @@ function minDelay(samples: Sample[]): number {
   let m = Infinity;
   for (const s of samples) if (s.delayNs < m) m = s.delayNs;
   return m;
+}
+
+/**
+ * How far the window's least delay may lie above the path's own floor. The
+ * round trip is the sum of two legs' queues, whose density rises from zero
+ * (not exponential): the k-th lowest excess above the least is about as far
+ * as the least is from the floor (its spacing/k was 3× short). And few
+ * samples say nothing about the floor: all of the least delay may be queue,
+ * so minDelay/n is a floor on the gap while n is small.
+ */
+function floorGap(sortedExcess: number[], minDelayNs: number): number {
+  const n = sortedExcess.length;
+  const k = Math.min(FLOOR_GAP_SAMPLES, n - 1);
+  return Math.max(k >= 1 ? sortedExcess[k]! : 0, minDelayNs / n);
+}
+
+/** Lag-1 autocorrelation of the weighted residuals (0 with fewer than MIN_SAMPLES: too noisy to say). */
+function serialCorrelation(residuals: number[], w: number[]): number {
+  const n = residuals.length;
+  if (n < MIN_SAMPLES) return 0;
+  let lagged = 0;
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const r = residuals[i]! * Math.sqrt(w[i]!);
+    total += r * r;
+    if (i > 0) lagged += r * residuals[i - 1]! * Math.sqrt(w[i - 1]!);
+  }
+  return total > 0 ? lagged / total : 0;
 }
 
 function baseSd(minDelayNs: number): number {

@@ -22,21 +22,22 @@ describe('ntp/client against a real chronyd', function () {
 
   it('agrees with truth (offset 0 on one machine) with the real raw clock', async () => {
     const timescale = new Timescale(realClock());
-    const client = new NtpClient({ servers: [{ host: chronyd.host, port: chronyd.port }], timescale, minPollSeconds: 0.5, maxPollSeconds: 1 });
+    // 8 polls a second: an honest frequency bound from 2 s of loaded-loopback samples needs a dozen of them.
+    const client = new NtpClient({ servers: [{ host: chronyd.host, port: chronyd.port }], timescale, minPollSeconds: 0.125, maxPollSeconds: 1 });
     await client.start();
     try {
       const s = await client.waitUntilSynchronized(5000);
       expect(s.sources[0]!.state).to.equal('selected');
-      await sleep(2000);
+      await sleep(2500);
       const st = client.status();
       // Truth is 0: chronyd serves this machine's clock and the raw clock is anchored to it.
       expect(Math.abs(st.offsetSeconds)).to.be.below(300e-6);
-      // Truth is 0 ppm; a few seconds of samples pin it to within the stated uncertainty.
-      expect(st.frequencyErrorPpm).to.be.a('number').and.below(100);
-      // The claimed 3σ from a dozen loopback samples is exceeded in about 1 run of 4 here (13.9 vs 12.1, 27.6 vs
-      // 24.9 ppm: few, non-Gaussian residuals), with or without the #14 start-up work: an open honesty problem,
-      // held here to twice the claim so that the suite tests a gross error, not a coin toss.
-      expect(Math.abs(st.frequencyPpm)).to.be.at.most(2 * st.frequencyErrorPpm! + 1);
+      // Truth is 0 ppm. The claim from 2.5 s of loopback samples is honest, hence wide on a loaded machine
+      // (40-70 ppm at load 3, 799 ppm once at load 9 with another bench running): this checks it is not vacuous.
+      expect(st.frequencyErrorPpm).to.be.a('number').and.below(500);
+      // The claim itself, not a multiple: from a dozen samples it is Student-t's, widened for serially
+      // correlated residuals and for the window's least delay being queued too (test/ntp/honesty.test.ts).
+      expect(Math.abs(st.frequencyPpm)).to.be.at.most(st.frequencyErrorPpm!);
       expect(st.errorBoundSeconds).to.be.above(Math.abs(st.offsetSeconds));
       expect(st.stratum).to.equal(8);
       expect(st.sources[0]!.reach).to.be.above(0);
@@ -49,7 +50,7 @@ describe('ntp/client against a real chronyd', function () {
   it('brings a simulated raw clock 3.2 s fast and 50 ppm off into line: offset and frequency', async () => {
     const sim = new SimulatedClock({ offsetSeconds: 3.2, driftPpm: 50 });
     const timescale = new Timescale(sim);
-    const client = new NtpClient({ servers: [{ host: chronyd.host, port: chronyd.port }], timescale, minPollSeconds: 0.5, maxPollSeconds: 1 });
+    const client = new NtpClient({ servers: [{ host: chronyd.host, port: chronyd.port }], timescale, minPollSeconds: 0.125, maxPollSeconds: 1 });
     const updates: ClientStatus[] = [];
     client.onUpdate((s) => updates.push(s));
     await client.start();
@@ -60,8 +61,9 @@ describe('ntp/client against a real chronyd', function () {
       const errorNs = Number(timescale.utcAt(sim.rawAtTruth(truth)) - truth);
       expect(Math.abs(errorNs)).to.be.below(500_000);
       const st = client.status();
-      expect(st.frequencyErrorPpm).to.be.a('number').and.below(20);
-      expect(Math.abs(timescale.frequencyPpm - -50)).to.be.at.most(2 * st.frequencyErrorPpm! + 1); // twice the claim: see the test above
+      // A 4σ-equivalent, Student-t and serial-correlation widened claim (sourcestats.ts): 15-35 ppm here under load.
+      expect(st.frequencyErrorPpm).to.be.a('number').and.below(60);
+      expect(Math.abs(timescale.frequencyPpm - -50)).to.be.at.most(st.frequencyErrorPpm!); // the claim: see the test above
       expect(timescale.steps).to.equal(1); // one step at the start, slews after
       expect(updates.length).to.be.above(5);
     } finally {
@@ -151,9 +153,9 @@ describe('ntp/client against a real chronyd', function () {
     await client.waitUntilSynchronized(5000);
     await client.stop();
     const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().length;
-    await sleep(600);
+    await sleep(300); // a 0.25 s poll would have fired by now
     const updates = timescale.updates;
-    await sleep(600);
+    await sleep(300);
     expect(timescale.updates).to.equal(updates);
     expect((process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().length).to.be.at.most(handles);
   });
