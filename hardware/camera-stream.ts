@@ -272,14 +272,25 @@ export class StreamCamera implements Actuator {
         if (this.utcAt(monotonicNs()) >= p.instantNs) this.fail(p, `cannot select a frame: ${latest.why}`);
         continue;
       }
-      if (latest.midUtcNs < p.instantNs) continue;
-      // A frame past the instant is here, so no later one can be nearer. Every kept frame is compared, not
+      const aim = this.aimFor(p.instantNs);
+      if (latest.midUtcNs < aim) continue;
+      // A frame past the aim is here, so no later one can be nearer. Every kept frame is compared, not
       // only the last two: a fire noticed late (a loaded machine) finds several frames past the instant.
       let best = latest;
-      const distance = (k: Kept) => (k.midUtcNs! > p.instantNs ? k.midUtcNs! - p.instantNs : p.instantNs - k.midUtcNs!);
+      const distance = (k: Kept) => (k.midUtcNs! > aim ? k.midUtcNs! - aim : aim - k.midUtcNs!);
       for (const k of this.ring) if (k.midUtcNs !== undefined && distance(k) < distance(best)) best = k;
       void this.keep(p, best);
     }
+  }
+
+  /**
+   * The mid-point to select by. Free-running: the instant itself. Phase-locked: the grid instant nearest to it,
+   * the same on every node (exact bigint maths on the same instant). Near the middle between two grid instants
+   * the nearest frame is decided by each sensor's residual phase (± tens of µs), which differs between nodes and
+   * sent them to neighbouring frames, a frame period apart (1 trigger in 20 of the camera bench).
+   */
+  private aimFor(instantNs: bigint): bigint {
+    return this.lock ? instantNs - BigInt(this.lock.grid.offsetNs(instantNs)) : instantNs;
   }
 
   private async keep(p: Pending, kept: Kept): Promise<void> {
