@@ -51,6 +51,9 @@ describe('schedule/first-fire: a fresh process, its first edges, its started pro
   it('a prepared command runs from its pre-forked helper with LOCKSTEP_INSTANT_NS, reports its exit code, and starts again', async () => {
     const prepared = prepareCommand(['sh', '-c', 'echo "$LOCKSTEP_INSTANT_NS $EXTRA"; exit 7'], { EXTRA: 'x' }, { stdio: 'pipe' });
     try {
+      // Rehearsals write '#' lines through the helper's pipe (its first socket write, warmed): none may start it.
+      for (let i = 0; i < 4; i++) prepared.rehearse(123n);
+      await new Promise((resolve) => setTimeout(resolve, 100));
       const first = prepared.start(123n);
       if (first.child.pid) track(first.child.pid);
       const out = collect(first.child.stdout);
