@@ -197,7 +197,7 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
 
   it('keeps firing on time through a broker restart between trigger and instant; reports arrive after reconnection, none twice', async () => {
     const ids = ['br1', 'br2', 'br3'];
-    for (const id of ids) node(id, ['--system-clock']);
+    const nodes = ids.map((id) => node(id, ['--system-clock']));
     // The next tests' nodes start alongside (they live through this broker restart too: they reconnect).
     startEarly('rs1', ['--system-clock']);
     startEarly('rk1', ['--system-clock', '--keys', keyFile]);
@@ -211,8 +211,17 @@ describe('mesh: nodes, broker and triggers (real mosquitto, node processes)', fu
     await broker.stop('SIGKILL');
     // Down across both blink pulses (instant + 0 … +250 ms).
     while (nowNs() < t.startNs + 600_000_000n) await new Promise((r) => setTimeout(r, 50));
-    const { pid } = await broker.start();
-    track(pid);
+    // The fires are done. The restarted broker keeps no sessions (persistence off), so a report re-sent before
+    // this watcher has subscribed again reaches nobody: the nodes wait (stopped) until it has. Without this the
+    // order of the reconnections decided the test (a clean clone lost that race once, two test files running).
+    for (const n of nodes) process.kill(n.pid!, 'SIGSTOP');
+    try {
+      const { pid } = await broker.start();
+      track(pid);
+      await watcher.subscribe([topics.allNodes('ack'), topics.allNodes('report')], { timeoutMs: 10_000 });
+    } finally {
+      for (const n of nodes) process.kill(n.pid!, 'SIGCONT');
+    }
     await waitFor(() => ids.every((id) => new Set(reports.filter((r) => r.node === id && r.triggerId === t.id).map((r) => r.id)).size === 4), 15_000, 'every node\'s four reports after the broker came back');
     for (const id of ids) {
       const mine = reports.filter((r) => r.node === id && r.triggerId === t.id);
