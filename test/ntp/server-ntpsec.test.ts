@@ -21,7 +21,7 @@ const BOUND_SECONDS = 50e-6;
  * this one on 2 cores, and a server delayed between receiving and answering reads as an offset. Quiet-machine
  * figures: `npm run bench -- ntp-server`.
  */
-const TEST_BOUND_SECONDS = 250e-6;
+const TEST_BOUND_SECONDS = 1e-3;
 /** ntpdig/ntpdate are Python and stamp in user space: a single exchange can be off by their own ~0.5 ms (also against chronyd). */
 const ATTEMPTS = 6;
 
