@@ -7,17 +7,8 @@ import { Timescale } from '../../src/time/timescale.js';
 import { realClock } from '../../src/time/clock.js';
 import { startFakeServer } from './fake-server.js';
 import { honestReply } from './fake-server.js';
+import { seededRandom as rng } from '../support/random.js';
 
-/** mulberry32, seeded: a failure repeats. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(random: () => number, n: number): Buffer {
   const b = Buffer.alloc(n);

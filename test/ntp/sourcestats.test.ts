@@ -1,17 +1,8 @@
 import { expect } from 'chai';
 import { SourceStats, weightedRegression, runsTestPasses, MAX_SAMPLES } from '../../src/ntp/sourcestats.js';
 import type { Sample } from '../../src/ntp/source.js';
+import { seededRandom as rng } from '../support/random.js';
 
-/** A seeded PRNG so failures repeat. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function sample(rawNs: bigint, offsetNs: bigint, delayNs: number): Sample {
   return { rawNs, offsetNs, delayNs, stratum: 2, leap: 0, refId: 0, rootDelayNs: 0, rootDispersionNs: 0 };
