@@ -112,6 +112,7 @@ export class TriggerCamera implements Actuator {
   strayFrames = 0;
 
   constructor(private readonly o: TriggerCameraOptions) {
+    this.rehearsesInFire = o.gpio.rehearsesInFire === true;
     const shutterUs = o.shutterUs ?? DEFAULT_TRIGGER_SHUTTER_US;
     if (!(shutterUs > 0 && shutterUs <= MAX_TRIGGER_SHUTTER_US)) {
       throw new ActuatorUnavailable('unsupported', `a triggered exposure of ${shutterUs} µs is beyond ${MAX_TRIGGER_SHUTTER_US} µs (the pulse is busy-waited; a GS frame lasts 16.6 ms)`, 'give a shorter --shutter');
@@ -159,7 +160,7 @@ export class TriggerCamera implements Actuator {
       throw error;
     }
     // The fire path once, short of the edges: both GPIO writes' code is compiled before the instant.
-    for (let i = 0; i < 3; i++) this.o.gpio.rehearse?.(0n, { level: 1 });
+    for (let i = 0; i < 3; i++) this.rehearse(0n, { level: 1 });
   }
 
   private onFrame(frame: SourceFrame): void {
@@ -213,15 +214,23 @@ export class TriggerCamera implements Actuator {
   }
 
   rehearse(instantNs: bigint, input: FireInput = {}): void {
-    this.o.gpio.rehearse?.(instantNs, { ...input, level: 1 });
+    if (this.rehearsesInFire) this.fire(instantNs, input, true);
+    else this.o.gpio.rehearse?.(instantNs, { ...input, level: 1 });
   }
 
-  /** At the instant minus half the exposure: XTR low, busy-wait the exposure, XTR high. */
-  fire(instantNs: bigint, input: FireInput = {}): FireOutcome {
+  /** Rehearsed through fire() itself when the trigger line's driver is (Actuator.rehearsesInFire). */
+  readonly rehearsesInFire: boolean;
+
+  /** At the instant minus half the exposure: XTR low, busy-wait the exposure, XTR high (rehearsal: up to the first edge, not written). */
+  fire(instantNs: bigint, input?: FireInput, rehearsal?: false): FireOutcome;
+  fire(instantNs: bigint, input: FireInput | undefined, rehearsal: boolean): FireOutcome | undefined;
+  fire(instantNs: bigint, input: FireInput = {}, rehearsal = false): FireOutcome | undefined {
     if (!this.source) throw new ActuatorNotPrepared(this.name);
     if (!this.source.running) throw new ActuatorFailed(`${this.name}: the camera is not running: ${this.source.exitReason}`);
     const t0 = monotonicNs();
-    this.o.gpio.fire(instantNs, { ...input, level: 1 });
+    if (rehearsal && !this.rehearsesInFire) return undefined; // never an edge in a rehearsal
+    this.o.gpio.fire(instantNs, { ...input, level: 1 }, rehearsal);
+    if (rehearsal) return undefined;
     const riseAt = t0 + BigInt(this.pulseNs);
     const sleepNs = Number(riseAt - PULSE_SPIN_TAIL_NS - monotonicNs());
     if (sleepNs > 0) Atomics.wait(sleepWord, 0, 0, sleepNs / 1e6);

@@ -404,21 +404,33 @@ export class CameraActuator implements Actuator {
     return this.child !== undefined && !this.warming && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** One kill(2): SIGUSR1 to the waiting rpicam-still. */
-  /** Signal 0: the same kill(2) path as the capture's SIGUSR1, which only checks that the process is there. */
-  rehearse(): void {
-    const pid = this.child?.pid;
-    if (pid !== undefined && this.ready) process.kill(pid, 0);
+  /** fire()'s rehearsal: signal 0, the same kill(2), which only checks that the process is there. */
+  rehearse(instantNs: bigint = 0n, input: FireInput = {}): void {
+    if (this.child?.pid !== undefined && this.ready && !this.released) this.fire(instantNs, input, true);
   }
 
-  fire(instantNs: bigint, input: FireInput = {}): FireOutcome {
-    if (this.released) throw new ActuatorNotPrepared(this.name);
+  /** The scheduler rehearses through fire() itself (Actuator.rehearsesInFire). */
+  readonly rehearsesInFire = true;
+
+  /** One kill(2): SIGUSR1 to the waiting rpicam-still (rehearsal: signal 0, nothing captured). */
+  fire(instantNs: bigint, input?: FireInput, rehearsal?: false): FireOutcome;
+  fire(instantNs: bigint, input: FireInput | undefined, rehearsal: boolean): FireOutcome | undefined;
+  fire(instantNs: bigint, input: FireInput = {}, rehearsal = false): FireOutcome | undefined {
+    if (this.released) {
+      if (rehearsal) return undefined;
+      throw new ActuatorNotPrepared(this.name);
+    }
     const child = this.child;
-    if (!child || child.pid === undefined || !this.ready) throw new ActuatorFailed(`${this.name} is not running: ${this.notRunningReason()}`);
+    if (!child || child.pid === undefined || !this.ready) {
+      if (rehearsal) return undefined; // warming, or gone: the real fire says which
+      throw new ActuatorFailed(`${this.name} is not running: ${this.notRunningReason()}`);
+    }
     const start = monotonicNs();
     try {
-      process.kill(child.pid, 'SIGUSR1');
+      process.kill(child.pid, rehearsal ? 0 : 'SIGUSR1');
+      if (rehearsal) return undefined;
     } catch (error) {
+      if (rehearsal) return undefined;
       throw new ActuatorFailed(`cannot signal ${this.name} (pid ${child.pid}): ${(error as Error).message}`, error);
     }
     const costNs = Number(monotonicNs() - start);

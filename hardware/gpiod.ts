@@ -16,7 +16,7 @@
  * what to install.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ActuatorFailed, ActuatorNotPrepared, ActuatorUnavailable, monotonicNs, type Actuator, type FireInput, type FireOutcome } from '../src/schedule/actuator.js';
@@ -212,8 +212,18 @@ export class GpiodGpio implements Actuator {
     this.fifoDir = undefined;
   }
 
-  /** One write(2) of "set LINE=V\n" on gpioset's stdin FIFO. */
-  fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
+  /** fire()'s rehearsal: everything but the write (an fstat(2) of the FIFO instead). */
+  rehearse(instantNs: bigint = 0n, input: FireInput = {}): void {
+    if (this.child && this.fd !== undefined) this.fire(instantNs, input, true);
+  }
+
+  /** The scheduler rehearses through fire() itself (Actuator.rehearsesInFire). */
+  readonly rehearsesInFire = true;
+
+  /** One write(2) of "set LINE=V\n" on gpioset's stdin FIFO (rehearsal: an fstat(2) of it, nothing written). */
+  fire(instantNs: bigint, input?: FireInput, rehearsal?: false): FireOutcome;
+  fire(instantNs: bigint, input: FireInput | undefined, rehearsal: boolean): FireOutcome | undefined;
+  fire(_instantNs: bigint, input: FireInput = {}, rehearsal = false): FireOutcome | undefined {
     const child = this.child;
     const fd = this.fd;
     if (!child || fd === undefined) throw new ActuatorNotPrepared(this.name);
@@ -223,6 +233,10 @@ export class GpiodGpio implements Actuator {
     if (this.written - (this.prompts - 1) > MAX_UNACKED) throw new ActuatorFailed(`gpioset stopped answering (${this.written - this.prompts + 1} commands unacknowledged)`);
     const level = input.level ?? 1;
     const start = monotonicNs();
+    if (rehearsal) {
+      fstatSync(fd);
+      return undefined;
+    }
     writeSync(fd, level ? this.encoded.on : this.encoded.off);
     this.written++;
     return { costNs: Number(monotonicNs() - start), detail: `${this.lineId} = ${level} (gpioset pid ${child.pid})` };

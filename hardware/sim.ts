@@ -66,14 +66,21 @@ export class SimulatedRecorder implements Actuator {
     return { trueNs, errorNs: Number(trueNs - instantNs) };
   }
 
-  /** Measures as fire() does (the same code, up to the truth read); records nothing and draws no jitter (seeded tests stay the same). */
-  rehearse(instantNs: bigint = 0n): void {
-    this.measure(instantNs, false);
+  /** fire()'s rehearsal: measures, records nothing and draws no jitter (seeded tests stay the same). */
+  rehearse(instantNs: bigint = 0n, input: FireInput = {}): void {
+    this.fire(instantNs, input, true);
   }
 
-  fire(instantNs: bigint, input: FireInput = {}): FireOutcome {
-    // The truth first; the rest in keep(), so that the little left of fire() that was never rehearsed is all that runs before it.
-    return this.keep(this.measure(instantNs), instantNs, input);
+  /** The scheduler rehearses through fire() itself (Actuator.rehearsesInFire). */
+  readonly rehearsesInFire = true;
+
+  fire(instantNs: bigint, input?: FireInput, rehearsal?: false): FireOutcome;
+  fire(instantNs: bigint, input: FireInput | undefined, rehearsal: boolean): FireOutcome | undefined;
+  fire(instantNs: bigint, input: FireInput = {}, rehearsal = false): FireOutcome | undefined {
+    // The truth first; the rest in keep(), after the truth, is all that was never rehearsed.
+    const measured = this.measure(instantNs, !rehearsal);
+    if (rehearsal) return undefined;
+    return this.keep(measured, instantNs, input);
   }
 
   private keep({ trueNs, errorNs }: { trueNs: bigint; errorNs: number }, instantNs: bigint, input: FireInput): FireOutcome {

@@ -203,22 +203,30 @@ export class SysfsGpio implements Actuator {
     }
   }
 
-  /** One write(2) of "1" or "0" on the open value file. */
-  /** The same fs binding as fire()'s write, on the same fd, without writing. */
-  rehearse(): void {
-    if (this.fd !== undefined) fstatSync(this.fd);
+  /** fire()'s rehearsal: an fstat(2) of the same fd where the write would be. */
+  rehearse(instantNs: bigint = 0n, input: FireInput = {}): void {
+    if (this.fd !== undefined) this.fire(instantNs, input, true);
   }
 
-  fire(_instantNs: bigint, input: FireInput = {}): FireOutcome {
+  /** The scheduler rehearses through fire() itself (Actuator.rehearsesInFire). */
+  readonly rehearsesInFire = true;
+
+  /** One write(2) of "1" or "0" on the open value file (rehearsal: an fstat(2) of it, nothing written). */
+  fire(instantNs: bigint, input?: FireInput, rehearsal?: false): FireOutcome;
+  fire(instantNs: bigint, input: FireInput | undefined, rehearsal: boolean): FireOutcome | undefined;
+  fire(_instantNs: bigint, input: FireInput = {}, rehearsal = false): FireOutcome | undefined {
     const fd = this.fd;
     if (fd === undefined) throw new ActuatorNotPrepared(this.name);
     const level = input.level ?? 1;
     const start = monotonicNs();
     try {
-      writeSync(fd, level ? ONE : ZERO);
+      if (rehearsal) fstatSync(fd);
+      else writeSync(fd, level ? ONE : ZERO);
     } catch (error) {
+      if (rehearsal) return undefined; // the real fire reports it
       throw new ActuatorFailed(`${this.name}: write failed: ${(error as Error).message}`, error);
     }
+    if (rehearsal) return undefined;
     return { costNs: Number(monotonicNs() - start), detail: `GPIO${lineOffset(this.options.line)} (sysfs ${this.number}) = ${level}` };
   }
 

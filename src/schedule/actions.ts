@@ -399,13 +399,19 @@ export function scheduleAction(
     try {
       const input = level === undefined ? { index, tag: options.tag } : { level, index, tag: options.tag };
       enteredRaw = rawClock?.nowNs();
-      if (rehearsal) {
+      if (actuator.rehearsesInFire === true) {
+        // One call site, one function, rehearsed or real (Actuator.rehearsesInFire).
+        outcome = actuator.fire(targetNs, input, rehearsal);
+        if (rehearsal) return;
+      } else if (rehearsal) {
         actuator.rehearse?.(targetNs, input);
         return;
+      } else {
+        outcome = actuator.fire(targetNs, input); // the one call a rehearsal cannot make: the actuator's first line is in it
       }
-      outcome = actuator.fire(targetNs, input); // the one call a rehearsal cannot make: the actuator's first line is in it
       summary.fires++;
     } catch (thrown) {
+      if (rehearsal) return; // the real fire meets it and reports it
       error = (thrown as Error).message;
       summary.errors++;
     }

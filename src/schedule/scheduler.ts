@@ -284,6 +284,8 @@ function runTail(state: SchedulerState): void {
       state.group = group;
       // Before the precise sleep, so that whatever a first run costs is slept off, never spun through.
       const rehearsalNs = deadlineRaw - clock.nowNs() > BigInt(Math.round(state.spin.ns)) ? rehearseGroup(state, group, deadlineRaw) : Infinity;
+      // Also before the sleep: on a fresh process's first edge this first call cost 160–225 µs, which the spin then ran late by.
+      const leadNs = inSpinRehearsalLeadNs(rehearsalNs);
       const sleepFromRaw = clock.nowNs();
       let oversleepNs: number | undefined;
       if (deadlineRaw - sleepFromRaw > BigInt(Math.round(state.spin.ns))) {
@@ -293,7 +295,7 @@ function runTail(state: SchedulerState): void {
         state.stats.sleepNs += Number(afterRaw - sleepFromRaw);
         oversleepNs = Number(afterRaw - targetRaw);
       }
-      state.stats.spinNs += spinAndFire(state, group, deadlineRaw, rehearsalNs);
+      state.stats.spinNs += spinAndFire(state, group, deadlineRaw, leadNs);
       // Learning sorts the recent samples: after the instant, not in the spin margin.
       if (oversleepNs !== undefined) {
         const pastDeadline = oversleepNs > state.spin.ns;
@@ -358,18 +360,23 @@ function rehearseJob(state: SchedulerState, job: JobRecord): void {
   for (let i = 0; i < REHEARSALS; i++) fireGroup(state, [prepared], raw, raw, true);
 }
 
-/** The critical path: spin to the deadline, call the actions. Returns the time spent spinning, ns. */
-function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, rehearsalNs: number): number {
+/**
+ * The critical path: spin to the deadline, call the actions. Returns the time
+ * spent spinning, ns. Nothing runs here that has not run before: everything
+ * that can be decided (the in-spin rehearsal's lead) is decided before the
+ * precise sleep.
+ */
+function spinAndFire(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, leadNs: bigint | undefined): number {
   const clock = state.timescale.clock;
   const spinStartRaw = clock.nowNs();
   // The last rehearsal brings the path back into the CPU caches, early enough that even a slow run ends before the instant.
-  const leadNs = inSpinRehearsalLeadNs(rehearsalNs);
-  if (leadNs !== undefined && spinStartRaw < deadlineRaw - leadNs) {
-    state.timers.spinUntil(clock, deadlineRaw - leadNs);
-    fireGroup(state, group, deadlineRaw, deadlineRaw, true);
+  // Pass 0 is that rehearsal, pass 1 the instant: one loop, so that the instant's calls are the call sites just rehearsed.
+  let endRaw = spinStartRaw;
+  for (let pass = leadNs !== undefined && spinStartRaw < deadlineRaw - leadNs ? 0 : 1; pass < 2; pass++) {
+    const rehearsal = pass === 0;
+    endRaw = state.timers.spinUntil(clock, rehearsal ? deadlineRaw - leadNs! : deadlineRaw);
+    fireGroup(state, group, deadlineRaw, rehearsal ? deadlineRaw : endRaw, rehearsal);
   }
-  const endRaw = state.timers.spinUntil(clock, deadlineRaw);
-  fireGroup(state, group, deadlineRaw, endRaw);
   return Number(endRaw - spinStartRaw);
 }
 
@@ -417,17 +424,21 @@ function prepareGroup(state: SchedulerState, keyNs: bigint, deadlineRaw: bigint,
  * completing the report afterwards saved ~1 µs here, but the hardware and mesh
  * code copy the report inside the action: exact values there matter more.)
  */
-function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint, rehearsal = false): void {
+function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint, endRaw: bigint, rehearsal: boolean): void {
   const clock = state.timescale.clock;
   for (let i = 0; i < group.length; i++) {
     const prepared = group[i]!;
     const { job } = prepared;
-    const report = rehearsal ? rehearsalCopy(prepared) : prepared.report;
-    if (report === undefined || job.done) continue;
+    // Rehearsed or real, the same statements run, loads included (a load or call first met at the instant costs µs on a cold CPU): only the values differ.
+    const { report: real, scratch } = prepared;
+    const { action, rehearse } = job;
+    // A rehearsal plays on the scratch report (undefined: nothing to rehearse); the real one stays untouched until the instant.
+    const report = rehearsal ? scratch : real;
+    if (report === undefined || real === undefined || job.done) continue;
+    report.policy = 'on-time';
     exactTiming(state, job, report, i === 0 ? endRaw : clock.nowNs(), deadlineRaw);
     if (job.armedPast) report.policy = 'fired-late';
-    // Rehearsed or real, the same statements run (a store or call first met at the instant costs µs on a cold CPU): only the values differ.
-    const act = rehearsal ? job.rehearse! : job.action;
+    const act = rehearsal ? rehearse! : action;
     job.firedCount += rehearsal ? 0 : 1;
     prepared.fired = prepared.fired || !rehearsal;
     try {
@@ -447,14 +458,6 @@ function fireGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bigint
       if (!rehearsal) reportError(state, error, report);
     }
   }
-}
-
-/** The prepared job's scratch report, reset: the real one stays untouched until the instant. Undefined: nothing to rehearse. */
-function rehearsalCopy(prepared: Prepared): FireReport | undefined {
-  const scratch = prepared.scratch;
-  if (scratch === undefined || prepared.report === undefined || prepared.job.rehearse === undefined) return undefined;
-  scratch.policy = 'on-time';
-  return scratch;
 }
 
 function exactTiming(state: SchedulerState, job: JobRecord, report: FireReport, raw: bigint, deadlineRaw: bigint): void {

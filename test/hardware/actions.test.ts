@@ -110,6 +110,50 @@ describe('scheduleAction', () => {
     expect(recorder.records).to.have.length(1);
   });
 
+  it('rehearses an actuator that rehearsesInFire through fire() itself, with rehearsal true, at the same moments; only the instant is a fire', async () => {
+    const { timers, scheduler } = rig();
+    const calls: string[] = [];
+    const actuator = {
+      name: 'spy',
+      rehearsesInFire: true,
+      prepare: async () => undefined,
+      release: async () => undefined,
+      rehearse: () => void calls.push('rehearse() called: it must not be'),
+      fire: (instantNs: bigint, input?: { level?: number }, rehearsal?: boolean) =>
+        void calls.push(`${rehearsal === true ? 'rehearsal' : 'FIRE'} ${instantNs - START} ${input?.level} at ${timers.clock.nowNs() - START}`),
+    };
+    const run = scheduleAction(scheduler, { kind: 'blink', line: 17, onNs: 100_000_000, periodNs: 1_000_000_000, count: 1 }, START, actuator);
+    timers.advanceTo(START + 2n * NS_PER_SECOND);
+    expect(await run.done).to.deep.include({ fires: 2, errors: 0 });
+    expect(calls).to.deep.equal([
+      'rehearsal 0 1 at -10000000000', 'rehearsal 0 1 at -10000000000', 'rehearsal 100000000 0 at -10000000000', 'rehearsal 100000000 0 at -10000000000',
+      'rehearsal 0 1 at -4000000', 'rehearsal 0 1 at -4000000', 'rehearsal 0 1 at -30000',
+      'FIRE 0 1 at 0',
+      'rehearsal 100000000 0 at 96000000', 'rehearsal 100000000 0 at 96000000', 'rehearsal 100000000 0 at 99970000',
+      'FIRE 100000000 0 at 100000000',
+    ]);
+    // A rehearsal that throws (the device went away) is neither an error nor a fire: the instant meets it and reports it.
+    const { timers: t2, scheduler: s2 } = rig();
+    const fires: ActionFireReport[] = [];
+    let real = 0;
+    const failing = { ...actuator, fire: (_i: bigint, _in?: unknown, rehearsal?: boolean) => { if (rehearsal !== true) real++; throw new Error('gone'); } };
+    const capture = scheduleAction(s2, { kind: 'capture' }, START, failing, { onFire: (r) => fires.push(r) });
+    t2.advanceTo(START + NS_PER_SECOND);
+    expect(await capture.done).to.deep.include({ fires: 0, errors: 1 });
+    expect(real).to.equal(1);
+    expect(fires.map((f) => f.error)).to.deep.equal(['gone']);
+  });
+
+  it("the drivers' rehearsal through fire() acts on nothing: the simulated recorder records nothing", () => {
+    const recorder = new SimulatedRecorder({ truthNs: () => START });
+    expect(recorder.rehearsesInFire).to.equal(true);
+    expect(recorder.fire(START, { level: 1 }, true)).to.equal(undefined);
+    recorder.rehearse(START);
+    expect(recorder.records).to.have.length(0);
+    expect(recorder.fire(START, { level: 1 }).detail).to.match(/recorded at true/);
+    expect(recorder.records).to.have.length(1);
+  });
+
   it('cancelling a train mid-pulse drives the LED off at once', async () => {
     const { timers, scheduler, recorder } = rig();
     const run = scheduleAction(scheduler, { kind: 'blink', line: 17, onNs: 500_000_000, periodNs: 1_000_000_000, count: 'forever' }, START, recorder);

@@ -82,6 +82,7 @@ describe('GPIO through sysfs', () => {
     // direction's high/low are raw levels: raw high is logical 0, the LED off from the start.
     expect(readFileSync(join(dir, 'direction'), 'utf8')).to.equal('high');
     gpio.rehearse(); // the scheduler's rehearsal before an edge: writes nothing
+    expect(gpio.fire(0n, { level: 1 }, true)).to.equal(undefined); // ...as is, through fire() itself (rehearsesInFire)
     gpio.fire(0n, { level: 1 });
     gpio.rehearse();
     await gpio.release();

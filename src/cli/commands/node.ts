@@ -270,8 +270,11 @@ function lazyActuator(action: ActionSpec, hardware: HardwareOptions): Actuator {
       inner = await buildActuator(action, hardware);
       await inner.prepare();
     },
-    fire(instantNs, input) {
-      return inner!.fire(instantNs, input);
+    get rehearsesInFire() {
+      return inner?.rehearsesInFire === true;
+    },
+    fire(instantNs, input, rehearsal) {
+      return rehearsal === true ? inner!.fire(instantNs, input, true) : inner!.fire(instantNs, input);
     },
     // Without it the scheduler's rehearsals stopped here, short of the driver (src/schedule/warm-up.ts).
     rehearse(instantNs, input) {
