@@ -122,6 +122,9 @@ export interface ReportMessage {
   latenessNs: number;
   /** The lateness where the actuator was called (the action's first line), beside latenessNs (the spin's end). */
   actionLatenessNs?: number;
+  /** How long before the instant the node woke for it, and began its spin (negative: after it): why a late fire was late. */
+  wakeLeadNs?: number;
+  spinLeadNs?: number;
   errorBoundNs: number;
   offsetNs: bigint;
   /** Simulated actuators only: the true instant of the edge (the simulation knows truth). */
@@ -438,6 +441,8 @@ export function decodeReport(o: Record<string, unknown>): ParseResult<ReportMess
         actualNs: ns(o, 'actualNs'),
         latenessNs: num(o, 'latenessNs'),
         actionLatenessNs: optNum(o, 'actionLatenessNs'),
+        wakeLeadNs: optNum(o, 'wakeLeadNs'),
+        spinLeadNs: optNum(o, 'spinLeadNs'),
         errorBoundNs: num(o, 'errorBoundNs', { min: 0 }),
         offsetNs: ns(o, 'offsetNs'),
         trueNs: optNs(o, 'trueNs'),

@@ -655,6 +655,8 @@ export class MeshNode {
     if (trueNs !== undefined) report.trueNs = trueNs - BigInt(Math.round(r.outcome?.costNs ?? 0));
     if (clockTrueNs !== undefined) report.clockTrueNs = clockTrueNs;
     if (r.actionLatenessNs !== undefined) report.actionLatenessNs = r.actionLatenessNs;
+    if (r.wakeLeadNs !== undefined) report.wakeLeadNs = r.wakeLeadNs;
+    if (r.spinLeadNs !== undefined) report.spinLeadNs = r.spinLeadNs;
     if (r.level !== undefined) report.level = r.level;
     if (r.outcome?.detail) report.detail = r.outcome.detail;
     if (r.error) report.error = r.error;

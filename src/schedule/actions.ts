@@ -303,6 +303,9 @@ export interface ActionFireReport {
    * regression there, such as code compiled at its first call, shows here).
    */
   actionLatenessNs?: number;
+  /** How long before the instant the process woke for it, and its spin began (FireReport.wakeLeadNs): why a late fire was late. */
+  wakeLeadNs?: number;
+  spinLeadNs?: number;
   /** The Timescale's error bound at the fire. */
   errorBoundNs: number;
   /** How early, on purpose (camera lead). */
@@ -427,6 +430,8 @@ export function scheduleAction(
       leadNs,
     };
     if (enteredRaw !== undefined && report.firedRawNs !== undefined) full.actionLatenessNs = report.latenessNs + Number(enteredRaw - report.firedRawNs);
+    if (report.wakeLeadNs !== undefined) full.wakeLeadNs = report.wakeLeadNs;
+    if (report.spinLeadNs !== undefined) full.spinLeadNs = report.spinLeadNs;
     if (level !== undefined) full.level = level;
     if (outcome) full.outcome = outcome;
     if (error !== undefined) full.error = error;

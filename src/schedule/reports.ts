@@ -23,6 +23,14 @@ export interface FireReport {
   firedRawNs?: bigint;
   /** 'fired-late': the instant had passed beyond the late tolerance and the policy said fire anyway. */
   policy?: FirePolicy;
+  /**
+   * Why an instant was late, in every report (set before the spin, raw-clock
+   * ns before the instant; negative: after it): when the process woke for
+   * it (the coarse timer's callback) ...
+   */
+  wakeLeadNs?: number;
+  /** ...and when its spin began (after the precise sleep). Late with a spin that began in time: the CPU was taken during the spin. */
+  spinLeadNs?: number;
 }
 
 /**

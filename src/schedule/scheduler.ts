@@ -295,6 +295,7 @@ function runTail(state: SchedulerState): void {
         state.stats.sleepNs += Number(afterRaw - sleepFromRaw);
         oversleepNs = Number(afterRaw - targetRaw);
       }
+      noteLeads(group, deadlineRaw, nowRaw, clock.nowNs());
       state.stats.spinNs += spinAndFire(state, group, deadlineRaw, leadNs);
       // Learning sorts the recent samples: after the instant, not in the spin margin.
       if (oversleepNs !== undefined) {
@@ -308,6 +309,17 @@ function runTail(state: SchedulerState): void {
     state.inTail = false;
   }
   arm(state);
+}
+
+/** Where the tail began and the spin begins, against the deadline, into the reports (FireReport.wakeLeadNs): before the spin, so the actions see them. */
+function noteLeads(group: Prepared[], deadlineRaw: bigint, wokeRaw: bigint, spinFromRaw: bigint): void {
+  const wakeLeadNs = Number(deadlineRaw - wokeRaw);
+  const spinLeadNs = Number(deadlineRaw - spinFromRaw);
+  for (const { report } of group) {
+    if (report === undefined) continue;
+    report.wakeLeadNs = wakeLeadNs;
+    report.spinLeadNs = spinLeadNs;
+  }
 }
 
 /**
@@ -335,7 +347,7 @@ function rehearseGroup(state: SchedulerState, group: Prepared[], deadlineRaw: bi
  * before the action sees the report.
  */
 function newReport(job: JobRecord, keyNs: bigint, errorBoundNs: number): FireReport {
-  const report: FireReport = { jobId: job.id, index: job.firedCount, plannedNs: keyNs, actualNs: keyNs, latenessNs: 0, errorBoundNs, firedRawNs: 0n, policy: 'on-time' };
+  const report: FireReport = { jobId: job.id, index: job.firedCount, plannedNs: keyNs, actualNs: keyNs, latenessNs: 0, errorBoundNs, firedRawNs: 0n, policy: 'on-time', wakeLeadNs: 0, spinLeadNs: 0 };
   if (job.edge !== undefined) report.edge = job.edge;
   return report;
 }
