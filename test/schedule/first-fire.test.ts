@@ -37,6 +37,11 @@ describe('schedule/first-fire: a fresh process, its first edges, its started pro
       expect(atActuator, `edge ${i}: lateness at the actuator`).to.be.a('number').and.at.least(spin);
       expect(truth - spin, `edge ${i}: spin end → recorder (${JSON.stringify(f)})`).to.be.below(PATH_BOUND_NS);
       expect(truth, `edge ${i}: true lateness`).to.be.within(0, SPIN_LATE_BOUND_NS);
+      // Why it was late, if it was: the process woke for the instant before its spin began, and the spin began before the spin ended.
+      const woke = f.wakeLeadNs as number;
+      const spun = f.spinLeadNs as number;
+      expect(woke, `edge ${i}: woke before its spin began`).to.be.a('number').and.at.least(spun);
+      expect(spun, `edge ${i}: the spin began before it ended`).to.be.at.least(-spin);
     }
   });
 
