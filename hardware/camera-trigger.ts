@@ -84,12 +84,15 @@ interface Pulse {
 }
 
 /**
- * The pulse is slept, then spun for its last this-much: a 1–15 ms exposure
- * need not burn a core (ten nodes sharing two cores each spun their whole
- * pulse at the same instant, stretching each other's pulses by ms), and a
- * sleep wakes ~0.1 ms late on a quiet machine.
+ * The pulse is spun for its last this-much, and slept before that: a sleep
+ * gives the core away, and on a loaded machine getting it back took ms,
+ * which stretched the pulse (the exposure) and moved its mid-point by half
+ * of that (trigger-slots bench, load 5–7: mid-points 0.6–1.7 ms late with
+ * the spin itself on time, under a 0.4 ms tail). A Pi runs one camera node
+ * on four cores: a short exposure (≤ 2 ms, the GS's usual) is all spun; a
+ * longer one sleeps only its first part, so as not to burn a core for 15 ms.
  */
-const PULSE_SPIN_TAIL_NS = 400_000n;
+const PULSE_SPIN_TAIL_NS = 2_000_000n;
 const sleepWord = new Int32Array(new SharedArrayBuffer(4));
 
 function spinUntil(monoNs: bigint): bigint {

@@ -102,6 +102,13 @@ const MIN_CAMERA_TIMEOUT_MS = 1000;
  * stand-ins then burnt half a core at the very instant ten nodes fired.)
  */
 const XTR_POLL_MS = 50;
+/**
+ * ...and reads it this long after a change, not at once: a real sensor takes
+ * no CPU of the Pi at the edge, but the stand-in woke at the pulse's falling
+ * edge and took the CPU from the node that was spinning its pulse (the
+ * exposure), on a 2-core machine shared by ten nodes and ten stand-ins.
+ */
+const XTR_NOTICE_DELAY_MS = 10;
 /** The CM3's 1536×864p120 mode: a frame at 60 fps can be shortened by up to half. */
 const DEFAULT_MIN_FRAME_US = 8_333;
 /** A sync correction computed on frame n changes the length of frame n + this (the frame-length control's delay). */
@@ -478,7 +485,7 @@ function watchXtr(line: string, startNs: bigint, periodNs: number, onFrame: (fra
     watch(dir, (_event, name) => {
       if (name !== 'gpioset.log') return;
       clearTimeout(scheduled);
-      scheduled = setTimeout(poll, 0);
+      scheduled = setTimeout(poll, XTR_NOTICE_DELAY_MS);
     }).unref();
   } catch {
     /* no inotify: the poll alone */
