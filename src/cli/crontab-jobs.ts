@@ -174,8 +174,10 @@ export class CrontabJobs {
 
   private schedule(state: EntryState): void {
     const { entry } = state;
-    const action: FireAction = (report) => {
+    // Each entry's action is its own rehearsal (src/schedule/warm-up.ts): the same lines, down to the launcher's rehearse().
+    const action: FireAction = (report, rehearsal = false) => {
       const firedHrNs = process.hrtime.bigint();
+      if (rehearsal) return state.prepared.rehearse(report.plannedNs);
       const spawned = state.prepared.start(report.plannedNs); // the first thing at the instant
       this.started.push({ state, report, spawned, firedHrNs });
       if (!this.flushQueued) {
@@ -187,9 +189,9 @@ export class CrontabJobs {
       return spawned.exited as Promise<unknown> as Promise<void>; // the scheduler only waits on it (overlap)
     };
     if (entry.expression === undefined) {
-      state.job = this.scheduler.at(this.scheduler.timescale.nowNs() + REBOOT_DELAY_NS, action, { id: state.jobId, ifPast: 'fire-late' });
+      state.job = this.scheduler.at(this.scheduler.timescale.nowNs() + REBOOT_DELAY_NS, action, { id: state.jobId, ifPast: 'fire-late', rehearse: action });
     } else {
-      state.job = this.scheduler.cron(entry.expression, { tz: entry.tz, overlap: entry.overlap, id: state.jobId }, action);
+      state.job = this.scheduler.cron(entry.expression, { tz: entry.tz, overlap: entry.overlap, id: state.jobId, rehearse: action }, action);
     }
   }
 
