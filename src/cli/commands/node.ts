@@ -273,8 +273,9 @@ function lazyActuator(action: ActionSpec, hardware: HardwareOptions): Actuator {
     get rehearsesInFire() {
       return inner?.rehearsesInFire === true;
     },
+    // One call site for the rehearsals and the instant (Actuator.rehearsesInFire); true only reaches a driver that declared it.
     fire(instantNs, input, rehearsal) {
-      return rehearsal === true ? inner!.fire(instantNs, input, true) : inner!.fire(instantNs, input);
+      return inner!.fire(instantNs, input, rehearsal === true);
     },
     // Without it the scheduler's rehearsals stopped here, short of the driver (src/schedule/warm-up.ts).
     rehearse(instantNs, input) {
