@@ -72,66 +72,6 @@ const FLOOR_SPACING_SAMPLES = 4;
  */
 const FLOOR_MISS_FACTOR = Math.log(1000);
 
-function gap(points: EnvelopePoint[], b: number): { lo: number; hi: number } {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const p of points) {
-    const u = p.u - b * p.t;
-    const v = p.v - b * p.t;
-    if (u < lo) lo = u;
-    if (v > hi) hi = v;
-  }
-  return { lo, hi };
-}
-
-/**
- * The points on the lower convex hull of (t, u) and the upper hull of (t, v)
- * (monotone chain; points are in time order): min(u − b·t) and max(v − b·t)
- * are always attained there. A point on one hull only is kept with its
- * other edge made harmless (±Infinity).
- */
-function hullPoints(points: EnvelopePoint[]): EnvelopePoint[] {
-  const sorted = isSorted(points) ? points : [...points].sort((a, b) => a.t - b.t);
-  const chain = (value: (p: EnvelopePoint) => number, sign: 1 | -1): EnvelopePoint[] => {
-    const h: EnvelopePoint[] = [];
-    for (const p of sorted) {
-      while (h.length >= 2) {
-        const a = h[h.length - 2]!;
-        const b = h[h.length - 1]!;
-        // Lower hull (sign 1): drop b while it lies on or above the segment a→p.
-        const cross = (b.t - a.t) * (value(p) - value(a)) - (value(b) - value(a)) * (p.t - a.t);
-        if (sign * cross <= 0) h.pop();
-        else break;
-      }
-      h.push(p);
-    }
-    return h;
-  };
-  const lower = chain((p) => p.u, 1).map((p) => ({ t: p.t, u: p.u, v: -Infinity }));
-  const upper = chain((p) => p.v, -1).map((p) => ({ t: p.t, u: Infinity, v: p.v }));
-  return [...lower, ...upper];
-}
-
-function isSorted(points: EnvelopePoint[]): boolean {
-  for (let i = 1; i < points.length; i++) if (points[i]!.t < points[i - 1]!.t) return false;
-  return true;
-}
-
-/** The k-th smallest of values (k from 1), by partial sort: k is tiny. */
-function kthSmallest(values: number[], k: number): number {
-  const best: number[] = [];
-  for (const x of values) {
-    if (best.length < k) {
-      best.push(x);
-      best.sort((a, b) => a - b);
-    } else if (x < best[k - 1]!) {
-      best[k - 1] = x;
-      best.sort((a, b) => a - b);
-    }
-  }
-  return best[Math.min(k, best.length) - 1]!;
-}
-
 /**
  * The envelope fit of the window, with slopes searched around `guessPpb`
  * (the regression's estimate) within ±spanPpb first: the optimum is a kink
@@ -139,12 +79,166 @@ function kthSmallest(values: number[], k: number): number {
  */
 export function fitEnvelope(points: EnvelopePoint[], guessPpb = 0, spanPpb = MAX_SLOPE_PPB): EnvelopeFit {
   if (points.length === 0) throw new RangeError('an envelope needs points');
-  // Only the lower hull of the u's and the upper hull of the v's can be the extremes: search those (a few dozen points).
-  const hull = hullPoints(points);
-  const G = (b: number) => {
-    const { lo, hi } = gap(hull, b);
-    return lo - hi;
+  const sorted = isSorted(points) ? points : [...points].sort((a, b) => a.t - b.t);
+  const n = sorted.length;
+  const t = new Float64Array(n);
+  const u = new Float64Array(n);
+  const v = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    t[i] = sorted[i]!.t;
+    u[i] = sorted[i]!.u;
+    v[i] = sorted[i]!.v;
+  }
+  return fitEnvelopeSorted(n, t, u, v, guessPpb, spanPpb);
+}
+
+function isSorted(points: EnvelopePoint[]): boolean {
+  for (let i = 1; i < points.length; i++) if (points[i]!.t < points[i - 1]!.t) return false;
+  return true;
+}
+
+/**
+ * Working arrays, shared by every fit in the process (a fit runs to its end
+ * synchronously): this runs for every sample of a 512-sample window in each
+ * of a swarm's thousand clients, and allocating a point object per sample
+ * per fit was much of its cost. Grown on demand, never shrunk.
+ */
+const work = {
+  capacity: 0,
+  lowT: new Float64Array(0),
+  lowU: new Float64Array(0),
+  upT: new Float64Array(0),
+  upV: new Float64Array(0),
+};
+
+function ensureWork(n: number): void {
+  if (work.capacity >= n) return;
+  const capacity = Math.max(n, 64, work.capacity * 2);
+  work.capacity = capacity;
+  work.lowT = new Float64Array(capacity);
+  work.lowU = new Float64Array(capacity);
+  work.upT = new Float64Array(capacity);
+  work.upV = new Float64Array(capacity);
+}
+
+/**
+ * One hull of points (t[i], value[i]) in time order (monotone chain) into
+ * (hullT, hullValue); sign 1 the lower hull, −1 the upper. Returns its length.
+ * min(u − b·t) over the lower hull of the u's, and max(v − b·t) over the upper
+ * hull of the v's, are those of all the points: the search needs only these
+ * (a few dozen of 512).
+ */
+function chain(n: number, t: Float64Array, value: Float64Array, sign: 1 | -1, hullT: Float64Array, hullValue: Float64Array): number {
+  let h = 0;
+  for (let i = 0; i < n; i++) {
+    const pt = t[i]!;
+    const pv = value[i]!;
+    while (h >= 2) {
+      const at = hullT[h - 2]!;
+      const av = hullValue[h - 2]!;
+      // Lower hull (sign 1): drop the last point while it lies on or above the segment from the one before to p.
+      const cross = (hullT[h - 1]! - at) * (pv - av) - (hullValue[h - 1]! - av) * (pt - at);
+      if (sign * cross <= 0) h--;
+      else break;
+    }
+    hullT[h] = pt;
+    hullValue[h] = pv;
+    h++;
+  }
+  return h;
+}
+
+/**
+ * The least LEAST_KEPT values of each of four lists (the outbound and the
+ * inbound leg's excesses, each in the window's first and second half),
+ * kept in order by insertion: the slacks need the least few, and sorting or
+ * filtering the window for them was a third of a fit.
+ */
+const LEAST_KEPT = FLOOR_SPACING_SAMPLES + 1;
+class LeastValues {
+  private readonly values = new Float64Array(4 * LEAST_KEPT);
+  private readonly sizes = new Int32Array(4);
+  private readonly seen = new Int32Array(4);
+
+  reset(): void {
+    this.sizes.fill(0);
+    this.seen.fill(0);
+  }
+
+  add(list: number, x: number): void {
+    this.seen[list]!++;
+    const base = list * LEAST_KEPT;
+    const size = this.sizes[list]!;
+    let j: number;
+    if (size < LEAST_KEPT) {
+      j = size;
+      this.sizes[list] = size + 1;
+    } else if (x < this.values[base + LEAST_KEPT - 1]!) {
+      j = LEAST_KEPT - 1;
+    } else return;
+    while (j > 0 && this.values[base + j - 1]! > x) {
+      this.values[base + j] = this.values[base + j - 1]!;
+      j--;
+    }
+    this.values[base + j] = x;
+  }
+
+  /** How many values the list was given. */
+  count(list: number): number {
+    return this.seen[list]!;
+  }
+
+  /** The k-th least (from 1, k ≤ LEAST_KEPT) of a list, or its largest kept if it had fewer. */
+  kth(list: number, k: number): number {
+    return this.values[list * LEAST_KEPT + Math.min(k, this.sizes[list]!) - 1]!;
+  }
+
+  /** The k-th least of lists `first` and `first + 1` together (a leg's two halves: the whole window). */
+  kthOfBoth(first: number, k: number): number {
+    const a = first * LEAST_KEPT;
+    const b = (first + 1) * LEAST_KEPT;
+    const na = this.sizes[first]!;
+    const nb = this.sizes[first + 1]!;
+    let i = 0;
+    let j = 0;
+    let x = NaN;
+    for (let taken = 0; taken < k && (i < na || j < nb); taken++) {
+      if (j >= nb || (i < na && this.values[a + i]! <= this.values[b + j]!)) x = this.values[a + i++]!;
+      else x = this.values[b + j++]!;
+    }
+    return x;
+  }
+}
+const leastExcesses = new LeastValues();
+
+/**
+ * fitEnvelope over the first n entries of t, u, v, which must be in time
+ * order (SourceStats' window is): no point objects, no arrays allocated.
+ */
+export function fitEnvelopeSorted(n: number, t: Float64Array, u: Float64Array, v: Float64Array, guessPpb = 0, spanPpb = MAX_SLOPE_PPB): EnvelopeFit {
+  if (n === 0) throw new RangeError('an envelope needs points');
+  ensureWork(n);
+  const { lowT, lowU, upT, upV } = work;
+  // Only the lower hull of the u's and the upper hull of the v's can be the extremes: search those.
+  const lowN = chain(n, t, u, 1, lowT, lowU);
+  const upN = chain(n, t, v, -1, upT, upV);
+  const hullLo = (b: number) => {
+    let lo = Infinity;
+    for (let i = 0; i < lowN; i++) {
+      const x = lowU[i]! - b * lowT[i]!;
+      if (x < lo) lo = x;
+    }
+    return lo;
   };
+  const hullHi = (b: number) => {
+    let hi = -Infinity;
+    for (let i = 0; i < upN; i++) {
+      const x = upV[i]! - b * upT[i]!;
+      if (x > hi) hi = x;
+    }
+    return hi;
+  };
+  const G = (b: number) => hullLo(b) - hullHi(b);
   let a = Math.max(-MAX_SLOPE_PPB, guessPpb - spanPpb);
   let c = Math.min(MAX_SLOPE_PPB, guessPpb + spanPpb);
   const phi = (Math.sqrt(5) - 1) / 2;
@@ -169,36 +263,50 @@ export function fitEnvelope(points: EnvelopePoint[], guessPpb = 0, spanPpb = MAX
     }
   }
   const slope = (a + c) / 2;
-  const { lo, hi } = gap(points, slope);
-  const outExcess = points.map((p) => p.u - slope * p.t - lo);
-  const inExcess = points.map((p) => hi - (p.v - slope * p.t));
-  const k = Math.min(FLOOR_SPACING_SAMPLES, points.length - 1);
-  const slack = (excess: number[]) => (k >= 1 ? (FLOOR_MISS_FACTOR * kthSmallest(excess, k + 1)) / k : Infinity);
-  const floorSlackOutNs = slack(outExcess);
-  const floorSlackInNs = slack(inExcess);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const ui = u[i]! - slope * t[i]!;
+    const vi = v[i]! - slope * t[i]!;
+    if (ui < lo) lo = ui;
+    if (vi > hi) hi = vi;
+  }
   const best = lo - hi;
   const offset = (lo + hi) / 2;
+  // The points are in time order: the first and the last are the window's ends, and the first half
+  // (t < midT) is a prefix [0, half).
+  const midT = (t[0]! + t[n - 1]!) / 2;
+  let half = 0;
+  for (let top = n; half < top; ) {
+    const mid = (half + top) >>> 1;
+    if (t[mid]! < midT) half = mid + 1;
+    else top = mid;
+  }
+  // Each leg's excess above its envelope; of each half, only the least few matter (the slacks below).
+  const least = leastExcesses;
+  least.reset();
+  for (let i = 0; i < n; i++) {
+    const second = i >= half ? 1 : 0;
+    least.add(second, u[i]! - slope * t[i]! - lo);
+    least.add(2 + second, hi - (v[i]! - slope * t[i]!));
+  }
+  const k = Math.min(FLOOR_SPACING_SAMPLES, n - 1);
+  const slack = (leg: 0 | 2) => (k >= 1 ? (FLOOR_MISS_FACTOR * least.kthOfBoth(leg, k + 1)) / k : Infinity);
+  const floorSlackOutNs = slack(0);
+  const floorSlackInNs = slack(2);
   // A tilted line gains on the best one where a leg's envelope lies above its floor near either END of
   // the window, not only where the floor is missed overall: each half's slack, both legs. (With the
   // whole window's slacks alone the true slope fell outside the band in 4 of 1,000 seeded start-ups,
-  // once by 2.3×: test/ntp/honesty-sim.ts.)
-  const halfSlack = (excess: number[], first: boolean) => {
-    const part = excess.filter((_, i) => (points[i]!.t < midT) === first);
-    const kk = Math.min(FLOOR_SPACING_SAMPLES, part.length - 1);
+  // once by 2.3×: test/ntp/honesty-sim.ts.) The k-th least excess above the half's least is the k-th
+  // least less the least: subtracting a constant keeps the order.
+  const halfSlack = (list: number) => {
+    const kk = Math.min(FLOOR_SPACING_SAMPLES, least.count(list) - 1);
     if (kk < 1) return Infinity;
-    let least = Infinity;
-    for (const x of part) if (x < least) least = x;
-    return (FLOOR_MISS_FACTOR * kthSmallest(part.map((x) => x - least), kk + 1)) / kk + least;
+    const floor = least.kth(list, 1);
+    return (FLOOR_MISS_FACTOR * (least.kth(list, kk + 1) - floor)) / kk + floor;
   };
-  let firstT = Infinity;
-  let lastT = -Infinity;
-  for (const p of points) {
-    if (p.t < firstT) firstT = p.t;
-    if (p.t > lastT) lastT = p.t;
-  }
-  const midT = (firstT + lastT) / 2;
   const slopeTolerance =
-    halfSlack(outExcess, true) + halfSlack(outExcess, false) + halfSlack(inExcess, true) + halfSlack(inExcess, false);
+    halfSlack(0) + halfSlack(1) + halfSlack(2) + halfSlack(3);
   // The offset's spread keeps the whole window's slacks: its bound was never below the truth in those
   // runs (worst 0.7 of it), and the wider band would keep a 1 ms gate shut on a 2 ms Wi-Fi round trip.
   const offsetTolerance = floorSlackOutNs + floorSlackInNs;
@@ -222,10 +330,7 @@ export function fitEnvelope(points: EnvelopePoint[], guessPpb = 0, spanPpb = MAX
   };
   const slopeLo = edge(-1, slopeTolerance);
   const slopeHi = edge(1, slopeTolerance);
-  const offsetAt = (b: number) => {
-    const g = gap(hull, b);
-    return (g.lo + g.hi) / 2;
-  };
+  const offsetAt = (b: number) => (hullLo(b) + hullHi(b)) / 2;
   const offsetSpreadNs = Math.max(Math.abs(offsetAt(edge(-1, offsetTolerance)) - offset), Math.abs(offsetAt(edge(1, offsetTolerance)) - offset));
   return { offset, slope, halfGapNs: best / 2, floorSlackOutNs, floorSlackInNs, slopeLo, slopeHi, offsetSpreadNs };
 }

@@ -34,7 +34,7 @@
  * oldest samples are dropped until it fits or only MIN_SAMPLES remain.
  */
 import type { Sample } from './source.js';
-import { fitEnvelope } from './envelope.js';
+import { fitEnvelopeSorted } from './envelope.js';
 
 /** Bound on the samples kept: at a 1/16 s poll this is a 32 s window, at 16 s over two hours. */
 export const MAX_SAMPLES = 512;
@@ -123,7 +123,7 @@ export interface RegressionResult {
   scale: number;
   /** Degrees of freedom behind scale (the prior's plus n − p): the SDs are Student-t's with these. */
   dof: number;
-  residuals: number[];
+  residuals: Float64Array;
   runs: number;
 }
 
@@ -133,7 +133,7 @@ export interface Prior {
 }
 
 export interface Covariate {
-  z: number[];
+  z: ArrayLike<number>;
   prior: Prior;
   /** The coefficient is clamped to [min, max] (refitted with it fixed there). */
   min: number;
@@ -147,85 +147,206 @@ export interface Covariate {
  * Without a covariate c = 0.
  */
 export function weightedRegression(
-  x: number[],
-  y: number[],
-  w: number[],
+  x: ArrayLike<number>,
+  y: ArrayLike<number>,
+  w: ArrayLike<number>,
   xRef: number,
   slopePrior?: Prior,
   covariate?: Covariate,
   scalePriorDof = 0,
 ): RegressionResult {
   const n = x.length;
-  if (n === 0 || y.length !== n || w.length !== n) throw new RangeError('regression needs equal, non-empty x, y, w');
-  const dx = x.map((v) => v - xRef);
-  const z = covariate?.z;
-  const solveWith = (fixedC: number | undefined, priorScale: number) => {
-    const useC = z !== undefined && fixedC === undefined;
-    const p = useC ? 3 : 2;
-    // Normal equations M β = v over columns [1, dx, z].
-    const M = Array.from({ length: p }, () => new Array<number>(p).fill(0));
-    const v = new Array<number>(p).fill(0);
-    // Scalar sums, no per-sample arrays: this runs for every sample of a 512-sample window, 16 times a second.
-    let s1 = 0, sx = 0, sz = 0, sxx = 0, sxz = 0, szz = 0, sy = 0, sxy = 0, szy = 0;
+  if (n === 0 || y.length !== n || w.length !== n || (covariate && covariate.z.length !== n)) {
+    throw new RangeError('regression needs equal, non-empty x, y, w');
+  }
+  const fit = regressionOf(n, x, y, w, xRef, slopePrior, covariate, scalePriorDof, new Float64Array(n));
+  return { ...fit, runs: countRuns(fit.residuals) };
+}
+
+/** The normal equations' sums over the samples: they depend on the covariate's fixed value only, not on the priors' scale. */
+interface Sums {
+  s1: number;
+  sx: number;
+  sz: number;
+  sxx: number;
+  sxz: number;
+  szz: number;
+  sy: number;
+  sxy: number;
+  szy: number;
+}
+
+/**
+ * Σw, Σw·dx, … over the first n samples. With useC the covariate is a free
+ * column; otherwise it is fixed at fixedC and taken off y (0 without a
+ * covariate: y − 0 is y, so that case shares the free loop's arithmetic).
+ */
+function sumsOf(n: number, x: ArrayLike<number>, y: ArrayLike<number>, w: ArrayLike<number>, xRef: number, z: ArrayLike<number> | undefined, fixedC: number | undefined): Sums {
+  let s1 = 0, sx = 0, sz = 0, sxx = 0, sxz = 0, szz = 0, sy = 0, sxy = 0, szy = 0;
+  if (z !== undefined && fixedC === undefined) {
     for (let i = 0; i < n; i++) {
-      const zi = z ? z[i]! : 0;
-      const yi = y[i]! - (fixedC !== undefined ? fixedC * zi : 0);
-      const xi = dx[i]!;
+      const zi = z[i]!;
+      const yi = y[i]!;
+      const xi = x[i]! - xRef;
       const wi = w[i]!;
       s1 += wi;
       sx += wi * xi;
       sxx += wi * xi * xi;
       sy += wi * yi;
       sxy += wi * xi * yi;
-      if (useC) {
-        sz += wi * zi;
-        sxz += wi * xi * zi;
-        szz += wi * zi * zi;
-        szy += wi * zi * yi;
-      }
+      sz += wi * zi;
+      sxz += wi * xi * zi;
+      szz += wi * zi * zi;
+      szy += wi * zi * yi;
     }
-    M[0]![0] = s1;
-    M[0]![1] = M[1]![0] = sx;
-    M[1]![1] = sxx;
-    v[0] = sy;
-    v[1] = sxy;
-    if (useC) {
-      M[0]![2] = M[2]![0] = sz;
-      M[1]![2] = M[2]![1] = sxz;
-      M[2]![2] = szz;
-      v[2] = szy;
-    }
-    if (slopePrior) {
-      const precision = priorScale / (slopePrior.sd * slopePrior.sd);
-      M[1]![1]! += precision;
-      v[1]! += precision * slopePrior.value;
-    } else if (M[1]![1]! === 0) {
-      M[1]![1]! = 1; // one sample and no prior: slope 0
-    }
-    if (useC) {
-      const precision = priorScale / (covariate!.prior.sd * covariate!.prior.sd);
-      M[2]![2]! += precision;
-      v[2]! += precision * covariate!.prior.value;
-    }
-    const inverse = invert(M);
-    const beta = inverse.map((row) => row.reduce((sum, m, k) => sum + m * v[k]!, 0));
-    const c = useC ? beta[2]! : fixedC ?? 0;
-    const residuals = new Array<number>(n);
-    let chi2 = 0;
+  } else {
+    const c = fixedC ?? 0;
     for (let i = 0; i < n; i++) {
-      const r = y[i]! - beta[0]! - beta[1]! * dx[i]! - (z ? c * z[i]! : 0);
+      const yi = z !== undefined ? y[i]! - c * z[i]! : y[i]!;
+      const xi = x[i]! - xRef;
+      const wi = w[i]!;
+      s1 += wi;
+      sx += wi * xi;
+      sxx += wi * xi * xi;
+      sy += wi * yi;
+      sxy += wi * xi * yi;
+    }
+  }
+  return { s1, sx, sz, sxx, sxz, szz, sy, sxy, szy };
+}
+
+/**
+ * The free sums of sumsOf with the weights made in the same loop:
+ * w[i] = 1/(sd0² + (zᵢ + gap)²/12) (SourceStats' σ model, see the file
+ * comment), stored for the passes over the residuals.
+ */
+function weighAndSum(n: number, x: ArrayLike<number>, y: ArrayLike<number>, z: ArrayLike<number>, xRef: number, sd0: number, gapNs: number, w: Float64Array): Sums {
+  let s1 = 0, sx = 0, sz = 0, sxx = 0, sxz = 0, szz = 0, sy = 0, sxy = 0, szy = 0;
+  const sd02 = sd0 * sd0;
+  for (let i = 0; i < n; i++) {
+    const zi = z[i]!;
+    const wi = 1 / (sd02 + ((zi + gapNs) * (zi + gapNs)) / 12);
+    w[i] = wi;
+    const yi = y[i]!;
+    const xi = x[i]! - xRef;
+    s1 += wi;
+    sx += wi * xi;
+    sxx += wi * xi * xi;
+    sy += wi * yi;
+    sxy += wi * xi * yi;
+    sz += wi * zi;
+    sxz += wi * xi * zi;
+    szz += wi * zi * zi;
+    szy += wi * zi * yi;
+  }
+  return { s1, sx, sz, sxx, sxz, szz, sy, sxy, szy };
+}
+
+/**
+ * Σw r² of the line (a, b, c), each residual r written to residuals[i]: the
+ * residuals of the fit a regression returns are those of its last solve.
+ */
+function chi2Of(n: number, x: ArrayLike<number>, y: ArrayLike<number>, w: ArrayLike<number>, xRef: number, z: ArrayLike<number> | undefined, a: number, b: number, c: number, residuals: Float64Array): number {
+  let chi2 = 0;
+  if (z !== undefined) {
+    for (let i = 0; i < n; i++) {
+      const r = y[i]! - a - b * (x[i]! - xRef) - c * z[i]!;
       residuals[i] = r;
       chi2 += w[i]! * r * r;
     }
-    return { a: beta[0]!, b: beta[1]!, c, inverse, chi2, p, residuals };
-  };
-  const solve = (priorScale: number) => {
-    let fit = solveWith(undefined, priorScale);
-    if (covariate && (fit.c < covariate.min || fit.c > covariate.max)) {
-      fit = solveWith(Math.max(covariate.min, Math.min(covariate.max, fit.c)), priorScale);
+  } else {
+    for (let i = 0; i < n; i++) {
+      const r = y[i]! - a - b * (x[i]! - xRef);
+      residuals[i] = r;
+      chi2 += w[i]! * r * r;
     }
-    return fit;
+  }
+  return chi2;
+}
+
+interface Solution {
+  a: number;
+  b: number;
+  c: number;
+  inverse: number[][];
+  p: number;
+}
+
+/** The normal equations M β = v over columns [1, dx, z] from the sums and the priors at priorScale. */
+function solveSums(sums: Sums, useC: boolean, fixedC: number | undefined, priorScale: number, slopePrior: Prior | undefined, covariate: Covariate | undefined): Solution {
+  const p = useC ? 3 : 2;
+  const M = useC ? [[0, 0, 0], [0, 0, 0], [0, 0, 0]] : [[0, 0], [0, 0]];
+  const v = useC ? [0, 0, 0] : [0, 0];
+  M[0]![0] = sums.s1;
+  M[0]![1] = M[1]![0] = sums.sx;
+  M[1]![1] = sums.sxx;
+  v[0] = sums.sy;
+  v[1] = sums.sxy;
+  if (useC) {
+    M[0]![2] = M[2]![0] = sums.sz;
+    M[1]![2] = M[2]![1] = sums.sxz;
+    M[2]![2] = sums.szz;
+    v[2] = sums.szy;
+  }
+  if (slopePrior) {
+    const precision = priorScale / (slopePrior.sd * slopePrior.sd);
+    M[1]![1]! += precision;
+    v[1]! += precision * slopePrior.value;
+  } else if (M[1]![1]! === 0) {
+    M[1]![1]! = 1; // one sample and no prior: slope 0
+  }
+  if (useC) {
+    const precision = priorScale / (covariate!.prior.sd * covariate!.prior.sd);
+    M[2]![2]! += precision;
+    v[2]! += precision * covariate!.prior.value;
+  }
+  const inverse = invert(M);
+  // β = M⁻¹ v, each row summed from 0 in column order (as a reduce would).
+  const beta = (row: number[]) => {
+    let sum = 0;
+    for (let k = 0; k < p; k++) sum = sum + row[k]! * v[k]!;
+    return sum;
   };
+  return { a: beta(inverse[0]!), b: beta(inverse[1]!), c: useC ? beta(inverse[2]!) : fixedC ?? 0, inverse, p };
+}
+
+/**
+ * weightedRegression over the first n entries, residuals written into
+ * `residuals` (a view of it is returned). No array of the window's length
+ * is allocated, and each O(n) pass runs only where its result is used:
+ * this runs for every sample of a 512-sample window, three times (the
+ * noise floor's passes), in each of a swarm's thousand clients.
+ */
+function regressionOf(
+  n: number,
+  x: ArrayLike<number>,
+  y: ArrayLike<number>,
+  w: ArrayLike<number>,
+  xRef: number,
+  slopePrior: Prior | undefined,
+  covariate: Covariate | undefined,
+  scalePriorDof: number,
+  residuals: Float64Array,
+  /** sumsOf(…, undefined) if the caller has it (weighAndSum). */
+  freeSumsKnown?: Sums,
+): Omit<RegressionResult, 'runs'> {
+  const z = covariate?.z;
+  // The sums are the O(n) part; the two solves (before and after the scale is known) share them.
+  let freeSums: Sums | undefined = freeSumsKnown;
+  let fixedSums: Sums | undefined;
+  let fixedSumsAt = NaN;
+  const solve = (priorScale: number): Solution => {
+    freeSums ??= sumsOf(n, x, y, w, xRef, z, undefined);
+    const fit = solveSums(freeSums, z !== undefined, undefined, priorScale, slopePrior, covariate);
+    if (!covariate || (fit.c >= covariate.min && fit.c <= covariate.max)) return fit;
+    const fixedC = Math.max(covariate.min, Math.min(covariate.max, fit.c));
+    if (!(fixedSums && fixedSumsAt === fixedC)) {
+      fixedSums = sumsOf(n, x, y, w, xRef, z, fixedC);
+      fixedSumsAt = fixedC;
+    }
+    return solveSums(fixedSums, false, fixedC, priorScale, slopePrior, covariate);
+  };
+  const out = residuals.length === n ? residuals : residuals.subarray(0, n);
   // The priors are in the data's units once the weights' scale is known: fit once to learn it.
   // scalePriorDof pseudo-residuals at scale 1 (the weights' own σ model) are pooled with the real ones:
   // three residuals alone can say "scale 0.05" by luck, and their 3σ then claims 4× too much.
@@ -233,10 +354,12 @@ export function weightedRegression(
   let fit = solve(1);
   const dof = scalePriorDof + Math.max(0, n - fit.p);
   if (n > fit.p) {
-    const pooled = (f: typeof fit) => Math.max(MIN_SCALE, (scalePriorDof + f.chi2) / dof);
-    scale = pooled(fit);
+    const pooled = (chi2: number) => Math.max(MIN_SCALE, (scalePriorDof + chi2) / dof);
+    scale = pooled(chi2Of(n, x, y, w, xRef, z, fit.a, fit.b, fit.c, out));
     fit = solve(scale);
-    scale = pooled(fit);
+    scale = pooled(chi2Of(n, x, y, w, xRef, z, fit.a, fit.b, fit.c, out));
+  } else {
+    chi2Of(n, x, y, w, xRef, z, fit.a, fit.b, fit.c, out);
   }
   return {
     intercept: fit.a,
@@ -246,19 +369,27 @@ export function weightedRegression(
     slopeSd: Math.sqrt(Math.max(0, scale * fit.inverse[1]![1]!)),
     scale,
     dof,
-    residuals: fit.residuals,
-    runs: countRuns(fit.residuals),
+    residuals: out,
   };
 }
 
 /** Inverse of a small symmetric positive-definite matrix (Gauss–Jordan with partial pivoting). */
 function invert(m: number[][]): number[][] {
   const p = m.length;
-  const a = m.map((row, i) => [...row, ...Array.from({ length: p }, (_, j) => (i === j ? 1 : 0))]);
+  // [m | I], built with loops: spreads and Array.from were a twentieth of a fit, for a 3×3.
+  const a: number[][] = [];
+  for (let i = 0; i < p; i++) {
+    const row: number[] = [];
+    for (let j = 0; j < p; j++) row.push(m[i]![j]!);
+    for (let j = 0; j < p; j++) row.push(i === j ? 1 : 0);
+    a.push(row);
+  }
   for (let col = 0; col < p; col++) {
     let pivot = col;
     for (let r = col + 1; r < p; r++) if (Math.abs(a[r]![col]!) > Math.abs(a[pivot]![col]!)) pivot = r;
-    [a[col], a[pivot]] = [a[pivot]!, a[col]!];
+    const swap = a[col]!;
+    a[col] = a[pivot]!;
+    a[pivot] = swap;
     const d = a[col]![col]!;
     if (d === 0 || !Number.isFinite(d)) throw new RangeError('singular regression');
     for (let k = 0; k < 2 * p; k++) a[col]![k]! /= d;
@@ -269,7 +400,9 @@ function invert(m: number[][]): number[][] {
       for (let k = 0; k < 2 * p; k++) a[r]![k]! -= f * a[col]![k]!;
     }
   }
-  return a.map((row) => row.slice(p));
+  const inverse: number[][] = [];
+  for (let i = 0; i < p; i++) inverse.push(a[i]!.slice(p));
+  return inverse;
 }
 
 /**
@@ -285,11 +418,11 @@ export function studentSigmas(sigmas: number, dof: number): number {
   return z + (z3 + z) / (4 * dof) + (5 * z5 + 16 * z3 + 3 * z) / (96 * dof ** 2) + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * dof ** 3);
 }
 
-export function countRuns(residuals: number[]): number {
+export function countRuns(residuals: ArrayLike<number>): number {
   let runs = 0;
   let previous: boolean | undefined;
-  for (const r of residuals) {
-    const sign = r >= 0;
+  for (let i = 0; i < residuals.length; i++) {
+    const sign = residuals[i]! >= 0;
     if (sign !== previous) runs++;
     previous = sign;
   }
@@ -297,16 +430,23 @@ export function countRuns(residuals: number[]): number {
 }
 
 /** Wald–Wolfowitz: are there too few runs of equal signs for the residuals to be noise? */
-export function runsTestPasses(residuals: number[]): boolean {
+export function runsTestPasses(residuals: ArrayLike<number>): boolean {
   const n = residuals.length;
   if (n < MIN_SAMPLES) return true;
   let plus = 0;
-  for (const r of residuals) if (r >= 0) plus++;
+  let runs = 0;
+  let previous: boolean | undefined;
+  for (let i = 0; i < n; i++) {
+    const sign = residuals[i]! >= 0;
+    if (sign) plus++;
+    if (sign !== previous) runs++;
+    previous = sign;
+  }
   const minus = n - plus;
   if (plus === 0 || minus === 0) return false;
   const expected = 1 + (2 * plus * minus) / n;
   const variance = (2 * plus * minus * (2 * plus * minus - n)) / (n * n * (n - 1));
-  return countRuns(residuals) >= expected - RUNS_Z * Math.sqrt(Math.max(variance, 0));
+  return runs >= expected - RUNS_Z * Math.sqrt(Math.max(variance, 0));
 }
 
 /** What a source's samples say: offset and frequency at rawNs, with uncertainties. */
@@ -339,6 +479,56 @@ export interface SourceEstimate {
   estimator?: 'regression' | 'envelope';
 }
 
+/** A window's regression, with its noise floor σ0 and the residuals' lag-1 correlation. */
+type WindowFit = Omit<RegressionResult, 'runs'> & { sd0: number; correlation: number };
+
+/**
+ * Working arrays of a fit, shared by every SourceStats in the process (a fit
+ * runs to its end synchronously, so no two use them at once): a fit used to
+ * allocate ~20 arrays of the window's length, a tenth of its cost was the
+ * garbage collector's, and a swarm of a thousand clients should not keep a
+ * thousand sets. Grown on demand, never shrunk (MAX_SAMPLES bounds them).
+ */
+const scratch = {
+  capacity: 0,
+  x: new Float64Array(0),
+  y: new Float64Array(0),
+  z: new Float64Array(0),
+  w: new Float64Array(0),
+  residuals: new Float64Array(0),
+  quiet: new Int32Array(0),
+  t: new Float64Array(0),
+  u: new Float64Array(0),
+  v: new Float64Array(0),
+};
+
+function ensureScratch(n: number): void {
+  if (scratch.capacity >= n) return;
+  const capacity = Math.max(n, Math.min(MAX_SAMPLES + 1, Math.max(64, scratch.capacity * 2)));
+  scratch.capacity = capacity;
+  scratch.x = new Float64Array(capacity);
+  scratch.y = new Float64Array(capacity);
+  scratch.z = new Float64Array(capacity);
+  scratch.w = new Float64Array(capacity);
+  scratch.residuals = new Float64Array(capacity);
+  scratch.quiet = new Int32Array(capacity);
+  scratch.t = new Float64Array(capacity);
+  scratch.u = new Float64Array(capacity);
+  scratch.v = new Float64Array(capacity);
+}
+
+/** Index of the first entry ≥ value in an ascending array. */
+function lowerBound(sorted: number[], value: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 export class SourceStats {
   private samples: Sample[] = [];
   /**
@@ -348,6 +538,12 @@ export class SourceStats {
    */
   private xs: number[] = [];
   private ys: number[] = [];
+  /**
+   * The window's delays in ascending order, kept up to date on every add:
+   * the fit needs the least, the 5th least and the quiet quarter's cut, and
+   * sorting the window for them was a fifth of a fit.
+   */
+  private sortedDelays: number[] = [];
   private baseRawNs = 0n;
   private baseOffsetNs = 0n;
   private current: SourceEstimate | undefined;
@@ -398,10 +594,12 @@ export class SourceStats {
     this.samples.push(sample);
     this.xs.push(Number(sample.rawNs - this.baseRawNs) / 1e9);
     this.ys.push(Number(sample.offsetNs - this.baseOffsetNs));
+    this.sortedDelays.splice(lowerBound(this.sortedDelays, sample.delayNs), 0, sample.delayNs);
     if (this.samples.length > MAX_SAMPLES) {
-      this.samples.shift();
+      const dropped = this.samples.shift()!;
       this.xs.shift();
       this.ys.shift();
+      this.sortedDelays.splice(lowerBound(this.sortedDelays, dropped.delayNs), 1);
     }
     this.current = this.regress();
     return this.current;
@@ -411,6 +609,7 @@ export class SourceStats {
     this.samples = [];
     this.xs = [];
     this.ys = [];
+    this.sortedDelays = [];
     this.current = undefined;
   }
 
@@ -418,7 +617,7 @@ export class SourceStats {
     const all = this.samples;
     const newest = all[all.length - 1]!;
     let start = 0;
-    let chosen: { fit: RegressionResult & { sd0: number; correlation: number }; start: number } | undefined;
+    let chosen: { fit: WindowFit; start: number } | undefined;
     for (;;) {
       const fit = this.fit(start);
       chosen = { fit, start };
@@ -432,6 +631,7 @@ export class SourceStats {
       this.samples = all.slice(chosen.start);
       this.xs = this.xs.slice(chosen.start);
       this.ys = this.ys.slice(chosen.start);
+      this.sortedDelays = this.samples.map((s) => s.delayNs).sort((a, b) => a - b);
     }
     const { fit } = chosen;
     // Residuals that follow each other (a busy machine delays several samples in a row) carry less
@@ -442,7 +642,7 @@ export class SourceStats {
     const frequencySigmas = correlated * studentSigmas(FREQUENCY_BOUND_SIGMAS, fit.dof);
     const window = this.samples;
     const offset0 = window[0]!.offsetNs;
-    const minDelayNs = minDelay(window);
+    const minDelayNs = this.sortedDelays[0]!;
     const regression: SourceEstimate = {
       rawNs: newest.rawNs,
       offsetNs: offset0 + BigInt(Math.round(fit.intercept)),
@@ -470,14 +670,20 @@ export class SourceStats {
    */
   private envelope(window: Sample[], regression: SourceEstimate): SourceEstimate | undefined {
     const offset0 = window[0]!.offsetNs;
-    // The window is this.samples (regress() has pruned it), aligned with xs and ys.
+    // The window is this.samples (regress() has pruned it), aligned with xs and ys, and in time order.
+    const n = window.length;
+    ensureScratch(n);
+    const { t, u, v } = scratch;
     const xLast = this.xs[this.xs.length - 1]!;
     const y0 = this.ys[0]!;
-    const points = window.map((s, i) => {
+    for (let i = 0; i < n; i++) {
       const theta = this.ys[i]! - y0;
-      return { t: this.xs[i]! - xLast, u: theta + s.delayNs / 2, v: theta - s.delayNs / 2 };
-    });
-    const fit = fitEnvelope(points, regression.frequencyPpm * 1e3);
+      const delayNs = window[i]!.delayNs;
+      t[i] = this.xs[i]! - xLast;
+      u[i] = theta + delayNs / 2;
+      v[i] = theta - delayNs / 2;
+    }
+    const fit = fitEnvelopeSorted(n, t, u, v, regression.frequencyPpm * 1e3);
     const boundNs =
       (fit.floorSlackOutNs + fit.floorSlackInNs) / 2 + fit.offsetSpreadNs + FIXED_ASYMMETRY_ALLOWANCE * Math.max(0, fit.halfGapNs) + BASE_SD_NS;
     // Both bounds keep an allowance for what they cannot see (the regression half the minimum delay, the
@@ -502,58 +708,61 @@ export class SourceStats {
     };
   }
 
-  private fit(start: number): RegressionResult & { sd0: number; correlation: number } {
-    const window = this.samples.slice(start);
-    const minDelayNs = minDelay(window);
+  /** The regression of the window from `start` on; its residuals are a view of the shared scratch (valid until the next fit). */
+  private fit(start: number): WindowFit {
+    const n = this.samples.length - start;
+    ensureScratch(n);
+    const { x, y, z, w } = scratch;
+    // The delays in order: kept for the whole window; a pruned one (the runs test's retries) sorts its own.
+    const sorted =
+      start === 0
+        ? this.sortedDelays
+        : this.samples
+            .slice(start)
+            .map((s) => s.delayNs)
+            .sort((a, b) => a - b);
+    const minDelayNs = sorted[0]!;
     const x0 = this.xs[start]!;
     const y0 = this.ys[start]!;
-    const x = this.xs.slice(start).map((v) => v - x0);
-    const y = this.ys.slice(start).map((v) => v - y0);
-    const z = window.map((s) => s.delayNs - minDelayNs);
-    const sortedZ = [...z].sort((a, b) => a - b);
-    // The quiet quarter of the samples (least excess) measures the noise floor σ0.
-    const quietCut = sortedZ[Math.floor(z.length * QUIET_FRACTION)]!;
+    for (let i = 0; i < n; i++) {
+      x[i] = this.xs[start + i]! - x0;
+      y[i] = this.ys[start + i]! - y0;
+      z[i] = this.samples[start + i]!.delayNs - minDelayNs;
+    }
+    // The quiet quarter of the samples (least excess) measures the noise floor σ0. (The k-th least excess
+    // is the k-th least delay less the least: subtracting a constant keeps the order.)
+    const quietCut = sorted[Math.floor(n * QUIET_FRACTION)]! - minDelayNs;
     // The window's least delay is not the path's: its own sample queued too, by about the spacing of the
     // lowest excesses. Each sample's queueing is its excess PLUS that gap; without it a window of a few
     // samples weights its least delayed one as exact, and two samples 0.25 s apart claimed ±600 ppm
     // while 1,000 ppm off.
-    const gapNs = floorGap(sortedZ, minDelayNs);
+    const gapNs = floorGap(sorted, minDelayNs);
+    const xRef = x[n - 1]!;
+    // Slope in ns/s (ppb): the prior's SD in the same unit. The covariate is the delay excess (asymmetry).
+    const slopePrior = { value: 0, sd: PRIOR_FREQUENCY_SD_PPM * 1e3 };
+    const covariate = { z, prior: { value: 0, sd: PRIOR_ASYMMETRY_SD }, min: -MAX_ASYMMETRY, max: MAX_ASYMMETRY };
+    // The quiet samples, in order (their sums below run in the order of a full pass).
+    const quiet = scratch.quiet;
+    let quietCount = 0;
+    for (let i = 0; i < n; i++) if (!(z[i]! > quietCut)) quiet[quietCount++] = i;
     let sd0 = baseSd(minDelayNs);
-    let fit: RegressionResult | undefined;
-    let w: number[] = [];
+    let fit: Omit<RegressionResult, 'runs'> | undefined;
     for (let pass = 0; pass <= NOISE_FLOOR_PASSES; pass++) {
-      w = z.map((e) => 1 / (sd0 * sd0 + ((e + gapNs) * (e + gapNs)) / 12));
-      // Slope in ns/s (ppb): the prior's SD in the same unit. The covariate is the delay excess (asymmetry).
-      fit = weightedRegression(
-        x,
-        y,
-        w,
-        x[x.length - 1]!,
-        { value: 0, sd: PRIOR_FREQUENCY_SD_PPM * 1e3 },
-        { z, prior: { value: 0, sd: PRIOR_ASYMMETRY_SD }, min: -MAX_ASYMMETRY, max: MAX_ASYMMETRY },
-        SCALE_PRIOR_DOF,
-      );
-      if (pass === NOISE_FLOOR_PASSES || window.length < MIN_SAMPLES) break;
+      const sums = weighAndSum(n, x, y, z, xRef, sd0, gapNs, w);
+      fit = regressionOf(n, x, y, w, xRef, slopePrior, covariate, SCALE_PRIOR_DOF, scratch.residuals, sums);
+      if (pass === NOISE_FLOOR_PASSES || n < MIN_SAMPLES) break;
       let sumResidual2 = 0;
       let sumExcess2 = 0;
-      let n = 0;
-      for (let i = 0; i < z.length; i++) {
-        if (z[i]! > quietCut) continue;
+      for (let q = 0; q < quietCount; q++) {
+        const i = quiet[q]!;
         sumResidual2 += fit.residuals[i]! ** 2;
         sumExcess2 += (z[i]! + gapNs) ** 2 / 12;
-        n++;
       }
       // What the quiet samples scatter beyond their excess is the floor.
-      sd0 = Math.sqrt(Math.max(baseSd(minDelayNs) ** 2, (sumResidual2 - sumExcess2) / n));
+      sd0 = Math.sqrt(Math.max(baseSd(minDelayNs) ** 2, (sumResidual2 - sumExcess2) / quietCount));
     }
     return { ...fit!, sd0, correlation: serialCorrelation(fit!.residuals, w) };
   }
-}
-
-function minDelay(samples: Sample[]): number {
-  let m = Infinity;
-  for (const s of samples) if (s.delayNs < m) m = s.delayNs;
-  return m;
 }
 
 /**
@@ -564,22 +773,25 @@ function minDelay(samples: Sample[]): number {
  * samples say nothing about the floor: all of the least delay may be queue,
  * so minDelay/n is a floor on the gap while n is small.
  */
-function floorGap(sortedExcess: number[], minDelayNs: number): number {
-  const n = sortedExcess.length;
+function floorGap(sortedDelays: number[], minDelayNs: number): number {
+  const n = sortedDelays.length;
   const k = Math.min(FLOOR_GAP_SAMPLES, n - 1);
-  return Math.max(k >= 1 ? sortedExcess[k]! : 0, minDelayNs / n);
+  return Math.max(k >= 1 ? sortedDelays[k]! - minDelayNs : 0, minDelayNs / n);
 }
 
 /** Lag-1 autocorrelation of the weighted residuals (0 with fewer than MIN_SAMPLES: too noisy to say). */
-function serialCorrelation(residuals: number[], w: number[]): number {
+function serialCorrelation(residuals: ArrayLike<number>, w: ArrayLike<number>): number {
   const n = residuals.length;
   if (n < MIN_SAMPLES) return 0;
   let lagged = 0;
   let total = 0;
+  let previousRoot = 0;
   for (let i = 0; i < n; i++) {
-    const r = residuals[i]! * Math.sqrt(w[i]!);
+    const root = Math.sqrt(w[i]!);
+    const r = residuals[i]! * root;
     total += r * r;
-    if (i > 0) lagged += r * residuals[i - 1]! * Math.sqrt(w[i - 1]!);
+    if (i > 0) lagged += r * residuals[i - 1]! * previousRoot;
+    previousRoot = root;
   }
   return total > 0 ? lagged / total : 0;
 }
