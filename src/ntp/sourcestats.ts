@@ -660,7 +660,9 @@ export class SourceStats {
       estimator: 'regression',
     };
     if (window.length < ENVELOPE_MIN_SAMPLES) return regression;
-    return this.envelope(window, regression) ?? regression;
+    const envelope = this.envelope(window, regression);
+    if (!envelope) return regression;
+    return envelope.better ? tightened(envelope.estimate, regression) : tightened(regression, envelope.estimate);
   }
 
   /**
@@ -668,7 +670,7 @@ export class SourceStats {
    * bound is the tighter one: on a queueing link it is, within seconds; on
    * an idle one the regression's usually stays ahead.
    */
-  private envelope(window: Sample[], regression: SourceEstimate): SourceEstimate | undefined {
+  private envelope(window: Sample[], regression: SourceEstimate): { estimate: SourceEstimate; better: boolean } | undefined {
     const offset0 = window[0]!.offsetNs;
     // The window is this.samples (regress() has pruned it), aligned with xs and ys, and in time order.
     const n = window.length;
@@ -684,8 +686,10 @@ export class SourceStats {
       v[i] = theta - delayNs / 2;
     }
     const fit = fitEnvelopeSorted(n, t, u, v, regression.frequencyPpm * 1e3);
-    const boundNs =
-      (fit.floorSlackOutNs + fit.floorSlackInNs) / 2 + fit.offsetSpreadNs + FIXED_ASYMMETRY_ALLOWANCE * Math.max(0, fit.halfGapNs) + BASE_SD_NS;
+    // The band's middle is off by (outbound miss − inbound miss)/2, each miss in [0, its slack]: at most
+    // the larger slack's half, not their mean (both legs cannot err the same way).
+    const floorMissNs = Math.max(fit.floorSlackOutNs, fit.floorSlackInNs) / 2;
+    const boundNs = floorMissNs + fit.offsetSpreadNs + FIXED_ASYMMETRY_ALLOWANCE * Math.max(0, fit.halfGapNs) + BASE_SD_NS;
     // Both bounds keep an allowance for what they cannot see (the regression half the minimum delay, the
     // envelope a quarter of the fixed one-way delay). The envelope takes over where what it measured beats
     // the regression's own statistics, or where its whole bound is under half the regression's: on a
@@ -693,9 +697,9 @@ export class SourceStats {
     // removes the node's late T4 better (the envelope was 30 µs off there, the regression 5 µs).
     const measuredNs = (fit.floorSlackOutNs + fit.floorSlackInNs) / 2 + fit.offsetSpreadNs;
     const better = measuredNs < REGRESSION_BOUND_SIGMAS * regression.offsetSdNs || boundNs < regression.offsetBoundNs! / 2;
-    if (!Number.isFinite(boundNs) || boundNs >= regression.offsetBoundNs! || !better) return undefined;
+    if (!Number.isFinite(boundNs)) return undefined;
     const frequencyBoundPpm = Math.max(fit.slopeHi - fit.slope, fit.slope - fit.slopeLo) / 1e3;
-    return {
+    const estimate: SourceEstimate = {
       ...regression,
       offsetNs: offset0 + BigInt(Math.round(fit.offset)),
       frequencyPpm: fit.slope / 1e3,
@@ -706,6 +710,7 @@ export class SourceStats {
       frequencyBoundPpm,
       estimator: 'envelope',
     };
+    return { estimate, better: better && boundNs < regression.offsetBoundNs! };
   }
 
   /** The regression of the window from `start` on; its residuals are a view of the shared scratch (valid until the next fit). */
@@ -763,6 +768,28 @@ export class SourceStats {
     }
     return { ...fit!, sd0, correlation: serialCorrelation(fit!.residuals, w) };
   }
+}
+
+/**
+ * The chosen estimate with its bounds narrowed by the other estimator's:
+ * the truth lies within both claims, so the chosen offset is off by at most
+ * |its distance to the other's| + the other's bound (and so for the
+ * frequency). On a queueing link the regression is often the one chosen
+ * (its 3σ beats what the envelope measured) while the envelope's bound is
+ * half of it: the 1 ms gate waited on the wider claim. The frequency is the
+ * one of the narrower band; the regression's, from the average of queued
+ * samples, was ~10 ppm off after 30 s where the envelope's was ~1.
+ */
+function tightened(chosen: SourceEstimate, other: SourceEstimate): SourceEstimate {
+  const offsetBoundNs = Math.min(chosen.offsetBoundNs!, Math.abs(Number(chosen.offsetNs - other.offsetNs)) + other.offsetBoundNs!);
+  const frequencyBoundPpm = Math.min(chosen.frequencyBoundPpm!, Math.abs(chosen.frequencyPpm - other.frequencyPpm) + other.frequencyBoundPpm!);
+  return {
+    ...chosen,
+    offsetSdNs: offsetBoundNs / REGRESSION_BOUND_SIGMAS,
+    frequencySdPpm: frequencyBoundPpm / REGRESSION_BOUND_SIGMAS,
+    offsetBoundNs,
+    frequencyBoundPpm,
+  };
 }
 
 /**

@@ -3,11 +3,16 @@
  * (test/ntp/honesty-sim.ts) through a Wi-Fi-like and a loopback-like path;
  * prints how many runs ever claimed an offset or frequency bound below the
  * true error (the target is 0) and the worst error/bound ratio.
+ * Then whole-client start-ups (test/ntp/startup-sim.ts: poll schedule,
+ * discipline, Timescale), with case E's figures offline.
  * LOCKSTEP_BENCH_HONESTY_RUNS sets the runs per row (default 1000).
  */
 import { runMany, type HonestyOptions } from '../ntp/honesty-sim.js';
+import { simulateClientStartup, summarize } from '../ntp/startup-sim.js';
 
 const RUNS = Number(process.env.LOCKSTEP_BENCH_HONESTY_RUNS ?? 1000) || 1000;
+/** Whole-client start-ups (startup-sim.ts) at most: each simulates a minute of 16 Hz polling. */
+const CLIENT_RUNS = 200;
 
 const ROWS: { name: string; options: Omit<HonestyOptions, 'seed'> }[] = [
   { name: 'wifi, 1/16 s polls, 10 % loss, 30 s', options: { path: 'wifi', pollSeconds: 1 / 16, seconds: 30 } },
@@ -31,5 +36,15 @@ export async function run(): Promise<unknown> {
       `${r.name.padEnd(width)}  ${String(r.runs).padStart(4)}  ${String(r.offsetMisses).padStart(20)}  ${String(r.frequencyMisses).padStart(23)}  ${r.worstOffsetRatio.toFixed(2).padStart(14)}, ${r.worstFrequencyRatio.toFixed(2).padEnd(14)}  ${r.failedSeeds.slice(0, 6).join(' ')}`,
     );
   }
-  return { runsPerRow: RUNS, rows };
+  // The whole client as case E of the ntp bench runs it, offline: fewer runs, each is a minute of polling.
+  const clientRuns = Math.min(RUNS, CLIENT_RUNS);
+  const started = Date.now();
+  const client = summarize(seeds.slice(0, clientRuns).map((seed) => simulateClientStartup({ seed })));
+  const f = (v: number, unit: string) => (Number.isFinite(v) ? `${v.toFixed(unit === 'ppm' ? 2 : 1)} ${unit}` : 'never');
+  console.log(`\nwhole client (poll schedule, discipline, Timescale), wifi model, 2 % loss, 61 s, ${clientRuns} runs (${((Date.now() - started) / 1000).toFixed(0)} s):`);
+  console.log(`  runs whose Timescale bound was ever below the truth: ${client.dishonestRuns}${client.dishonestSeeds.length ? ` (seeds ${client.dishonestSeeds.join(' ')})` : ''}`);
+  console.log(`  |error| p99 after 5 / 10 / 25 / 60 s: ${['5', '10', '25', '60'].map((c) => f(client.errorP99Us[c]!, 'µs')).join(' / ')}`);
+  console.log(`  |frequency error| after 30 s p50 / p99: ${f(client.frequencyP50Ppm, 'ppm')} / ${f(client.frequencyP99Ppm, 'ppm')} (worst seeds ${client.worstFrequencySeeds.join(' ')})`);
+  console.log(`  1 ms gate passes after p50 / p99: ${f(client.gateP50S, 's')} / ${f(client.gateP99S, 's')} (worst seeds ${client.worstGateSeeds.join(' ')})`);
+  return { runsPerRow: RUNS, rows, client };
 }

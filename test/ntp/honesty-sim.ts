@@ -102,7 +102,7 @@ export function simulateStartup(options: HonestyOptions): HonestyResult {
  * setImmediate turns, so the delays are the model's), plus loopback's own
  * tens of µs, and now and then a loaded event loop's lateness.
  */
-function wifiLegs(random: () => number): { outNs: number; inNs: number } {
+export function wifiLegs(random: () => number): { outNs: number; inNs: number } {
   const leg = () => 40_000 + exponential(random, 20_000) + 1e6 + exponential(random, 3e6) + (random() < 0.05 ? exponential(random, 500_000) : 0);
   return { outNs: leg(), inNs: leg() };
 }
