@@ -87,6 +87,13 @@ export interface CoordinatorOptions {
   timescale: Timescale;
   keys?: KeyRing;
   keyId?: string;
+  /**
+   * Default true: this coordinator subscribes to the nodes' states and feeds
+   * `directory` with them. false when another session in the same process
+   * (a hub's) already feeds it: each state would otherwise be received and
+   * parsed twice, a thousand of them a few seconds apart.
+   */
+  feedsDirectory?: boolean;
 }
 
 function monotonicMs(): number {
@@ -120,11 +127,11 @@ export class Coordinator {
   /** The subscriptions a coordinator needs (states, acks, reports of every node). */
   filters(): string[] {
     const t = this.o.topics;
-    return [t.allNodes('state'), t.allNodes('ack'), t.allNodes('report')];
+    return [...(this.o.feedsDirectory === false ? [] : [t.allNodes('state')]), t.allNodes('ack'), t.allNodes('report')];
   }
 
   private onMessage(topic: string, payload: Buffer): void {
-    if (this.o.directory.handle(topic, payload)) return;
+    if (this.o.feedsDirectory !== false && this.o.directory.handle(topic, payload)) return;
     const where = this.o.topics.parseNodeTopic(topic);
     if (!where) return;
     if (where.channel === 'ack') {
@@ -271,7 +278,10 @@ export class Coordinator {
         [...acks.values()].filter((a) => a.status === 'scheduled').reduce((n, a) => n + (a.fires ?? 0) * edgesPerFire(request.action), 0);
       const untilMs = () => monotonicMs() + Number(last - this.o.timescale.nowNs()) / 1e6 + grace;
       const deadline = untilMs();
-      while (reports.size < expected() && monotonicMs() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // A target whose ack has not come yet may still fire (its ack and reports queued behind the
+      // others', or it joined the train in phase): its reports are not in expected() until its ack is.
+      const unacked = () => targets.some((n) => !acks.has(n));
+      while ((reports.size < expected() || unacked()) && monotonicMs() < deadline) await new Promise((r) => setTimeout(r, 20));
     }
 
     const list = [...reports.values()];

@@ -60,6 +60,10 @@ const HOSTILE = Number(process.env.LOCKSTEP_SCALE_HOSTILE ?? 10_000);
 const PROFILE_DIR = process.env.LOCKSTEP_SCALE_PROFILE;
 const execArgv = PROFILE_DIR ? { execArgv: ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] } : {};
 const GATE_NS = Number(process.env.LOCKSTEP_SCALE_GATE_NS ?? 1_000_000_000);
+/** Rows with missing fires kept in the JSON, to tell lost messages from nodes that never planned them. */
+const MAX_MISSES_KEPT = 50;
+/** Fires per node per trigger (a blink train of this many pulses). */
+const BLINK_COUNT = 2;
 /** Steady state is measured over this window, after the triggers. */
 const STEADY_MS = 10_000;
 
@@ -73,8 +77,24 @@ interface Row {
   allAcksMs: number[];
   reportsAfterLastMs: number[];
   missingAcks: number;
+  /** Fires a node said it would make (its ack's count) with no report at the trigger: lost, a correctness bug. */
   missingReports: number;
+  /**
+   * Fires a node never planned: its ack came after the first instant, so it joined the train in
+   * phase (node.ts plan()) with fewer fires. Not a loss: the lead was shorter than the ack latency.
+   */
+  joinedLateFires: number;
+  /** Acks that joined late (firstIndex > 0). */
+  lateJoins: number;
   duplicates: number;
+  /** Messages the broker(s) dropped since they started ($SYS/broker/publish/messages/dropped). */
+  brokerDropped?: number;
+  /** The first rows (of all triggers) with fewer fires than planned: what each node said and what arrived. */
+  misses: { trigger: number; node: string; ack: string; reason?: string; expectedFires?: number; fires: number; reports: number; ackMs?: number }[];
+  /** This process at the end: heap total, external and array buffers, MB (RSS minus these is code, stacks, malloc). */
+  hubTriggerMemMB?: { heapTotal: number; external: number; arrayBuffers: number };
+  /** The swarm processes' CPU in steady state, % of one core. */
+  swarmSteadyCpuPct?: number;
   hubTriggerRssMB: number;
   hubTriggerHeapMB?: number;
   hubTriggerCpuPct: number;
@@ -191,21 +211,24 @@ class CpuWindows {
   }
 }
 
+/** Messages Mosquitto dropped (a subscriber's queue full): a report lost there never reaches the trigger. */
+const DROPPED_TOPIC = '$SYS/broker/publish/messages/dropped';
+
 /** Mosquitto's cumulative message counters ($SYS, refreshed every sys_interval). */
-async function brokerCounters(url: string): Promise<{ received: number; sent: number }> {
+async function brokerCounters(url: string): Promise<{ received: number; sent: number; dropped: number }> {
   const s = new MqttSession({ url, clientId: `scale-sys-${Date.now()}` });
   const got: Record<string, number> = {};
   s.onMessage((topic, payload) => (got[topic] = Number(payload.toString())));
   try {
     // Generous: right after a trigger at 1,000 nodes the broker answers late.
     await s.waitConnected(15_000);
-    await s.subscribe(['$SYS/broker/messages/received', '$SYS/broker/messages/sent'], { timeoutMs: 15_000 });
+    await s.subscribe(['$SYS/broker/messages/received', '$SYS/broker/messages/sent', DROPPED_TOPIC], { timeoutMs: 15_000 });
     const deadline = Date.now() + 3000;
-    while (Object.keys(got).length < 2 && Date.now() < deadline) await sleep(50);
+    while (Object.keys(got).length < 3 && Date.now() < deadline) await sleep(50);
   } finally {
     await s.close();
   }
-  return { received: got['$SYS/broker/messages/received'] ?? NaN, sent: got['$SYS/broker/messages/sent'] ?? NaN };
+  return { received: got['$SYS/broker/messages/received'] ?? NaN, sent: got['$SYS/broker/messages/sent'] ?? NaN, dropped: got[DROPPED_TOPIC] ?? NaN };
 }
 
 async function measure(setup: string, nodes: number, bridged: boolean): Promise<Row> {
@@ -229,7 +252,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
   const row: Row = {
-    setup, nodes, syncSeconds: 0, gateToPublishedMs: [], allAcksMs: [], reportsAfterLastMs: [], missingAcks: 0, missingReports: 0, duplicates: 0,
+    setup, nodes, syncSeconds: 0, gateToPublishedMs: [], allAcksMs: [], reportsAfterLastMs: [], missingAcks: 0, missingReports: 0, joinedLateFires: 0, lateJoins: 0, duplicates: 0, misses: [],
     hubTriggerRssMB: 0, hubTriggerCpuPct: 0, swarmRssMB: 0, statePerNodePerS: 0, gateEvalMs: 0, ntpServed: 0, ntpRateLimited: 0, load: '',
   };
   const ackLatencies: number[] = [];
@@ -244,7 +267,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     for (let i = 0; i < TRIGGERS; i++) {
       const result = await cluster.coordinator!.run({
         onPublished: () => cpuWindows.start(),
-        action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 200_000_000, count: 2 },
+        action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 200_000_000, count: BLINK_COUNT },
         inNs: BigInt(Math.round(1_000 + nodes) * 1_000_000),
         readyWithinNs: GATE_NS,
         readyTimeoutMs: 240_000,
@@ -258,7 +281,15 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
       if (result.allAcksMs !== undefined) row.allAcksMs.push(result.allAcksMs);
       if (result.reportsAfterLastMs !== undefined) row.reportsAfterLastMs.push(result.reportsAfterLastMs);
       row.missingAcks += result.missingAcks.length;
-      row.missingReports += result.rows.reduce((n, r) => n + Math.max(0, 2 - r.fires), 0);
+      for (const r of result.rows) {
+        const planned = r.expectedFires ?? BLINK_COUNT;
+        row.missingReports += Math.max(0, planned - r.fires);
+        if (planned > r.fires && row.misses.length < MAX_MISSES_KEPT) {
+          row.misses.push({ trigger: i, node: r.node, ack: r.ack, ...(r.reason ? { reason: r.reason } : {}), ...(r.expectedFires !== undefined ? { expectedFires: r.expectedFires } : {}), fires: r.fires, reports: r.reports, ...(r.ackLatencyMs !== undefined ? { ackMs: Math.round(r.ackLatencyMs) } : {}) });
+        }
+        row.joinedLateFires += BLINK_COUNT - planned;
+        if (planned < BLINK_COUNT) row.lateJoins++;
+      }
       row.duplicates += result.duplicateReports;
       for (const r of result.rows) if (r.ackLatencyMs !== undefined) ackLatencies.push(r.ackLatencyMs);
     }
@@ -281,6 +312,7 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     await counter.subscribe([cluster.topics.allNodes('state')]);
     const c0 = await Promise.all(brokerUrls.map(brokerCounters));
     const cpuS = process.cpuUsage();
+    const swarmCpu0 = cluster.swarms.reduce((n, c) => n + cpuSecondsOf(c.pid), 0);
     const s0 = Date.now();
     const chronyDuring = withChrony ? chronydQuery({ port: cluster.ntpPort, timeoutSeconds: 15 }) : undefined;
     states = 0;
@@ -289,6 +321,8 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     const c1 = await Promise.all(brokerUrls.map(brokerCounters));
     const cpu = process.cpuUsage(cpuS);
     row.hubTriggerCpuPct = ((cpu.user + cpu.system) / 1e6 / seconds) * 100;
+    row.swarmSteadyCpuPct = ((cluster.swarms.reduce((n, c) => n + cpuSecondsOf(c.pid), 0) - swarmCpu0) / seconds) * 100;
+    row.brokerDropped = c1.reduce((n, c) => n + c.dropped, 0);
     row.statePerNodePerS = states / seconds / nodes;
     await counter.close();
     const inSum = c1.reduce((n, c, i) => n + c.received - c0[i]!.received, 0);
@@ -297,7 +331,9 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     if (Number.isFinite(inSum)) row.brokerInPerS = inSum / seconds;
     if (Number.isFinite(outSum)) row.brokerOutPerS = outSum / seconds;
     row.hubTriggerRssMB = process.memoryUsage().rss / 2 ** 20;
-    row.hubTriggerHeapMB = process.memoryUsage().heapUsed / 2 ** 20;
+    const mem = process.memoryUsage();
+    row.hubTriggerHeapMB = mem.heapUsed / 2 ** 20;
+    row.hubTriggerMemMB = { heapTotal: mem.heapTotal / 2 ** 20, external: mem.external / 2 ** 20, arrayBuffers: mem.arrayBuffers / 2 ** 20 };
     row.swarmRssMB = cluster.swarms.reduce((n, c) => n + rssMB(c.pid!), 0);
     // One evaluation of the gate over the whole directory, as the trigger polls it.
     const g0 = process.hrtime.bigint();
@@ -458,12 +494,12 @@ export async function run(): Promise<unknown> {
   console.log(`  again, with the systemd unit's NODE_OPTIONS (${UNIT_NODE_OPTIONS}) ...`);
   const hostileUnit = await hostileRss(HOSTILE, UNIT_NODE_OPTIONS);
 
-  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | last edge → all reports ms (max) | missing acks / reports / dup | hub+trigger RSS MB, CPU % | swarm RSS MB | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | CPU % of a core while triggers ran: hub+trigger / broker / swarm / rest (machine, of ' + cpus().length * 100 + ') | load |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | last edge → all reports ms (max) | missing acks / reports / dup | late joins (fires not planned) | broker dropped | hub+trigger RSS MB, CPU % | swarm RSS MB, steady CPU | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | CPU % of a core while triggers ran: hub+trigger / broker / swarm / rest (machine, of ' + cpus().length * 100 + ') | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
       `| ${r.setup} | ${r.nodes} | ${fmt(r.syncSeconds, 1)} | ${fmt(med(r.gateToPublishedMs), 1)} / ${fmt(worst(r.gateToPublishedMs), 1)} | ${fmt(r.ackP50Ms, 1)} / ${fmt(r.ackP99Ms, 1)} | ${fmt(worst(r.allAcksMs), 1)} | ${fmt(worst(r.reportsAfterLastMs), 0)} | ` +
-        `${r.missingAcks} / ${r.missingReports} / ${r.duplicates} | ${fmt(r.hubTriggerRssMB)} (heap ${fmt(r.hubTriggerHeapMB)}), ${fmt(r.hubTriggerCpuPct, 1)} | ${fmt(r.swarmRssMB)} | ${fmt(r.brokerInPerS)} / ${fmt(r.brokerOutPerS)} | ` +
+        `${r.missingAcks} / ${r.missingReports} / ${r.duplicates} | ${r.lateJoins} (${r.joinedLateFires}) | ${fmt(r.brokerDropped)} | ${fmt(r.hubTriggerRssMB)} (heap ${fmt(r.hubTriggerHeapMB)} of ${fmt(r.hubTriggerMemMB?.heapTotal)}, ext ${fmt(r.hubTriggerMemMB?.external)}), ${fmt(r.hubTriggerCpuPct, 1)} | ${fmt(r.swarmRssMB)}, steady CPU ${fmt(r.swarmSteadyCpuPct)} % | ${fmt(r.brokerInPerS)} / ${fmt(r.brokerOutPerS)} | ` +
         `${fmt((r.brokerInPerS ?? NaN) / r.nodes, 2)} | ${fmt(r.statePerNodePerS, 3)} | ${fmt(r.gateEvalMs, 2)} | ${r.ntpServed} / ${r.ntpRateLimited} | ` +
         `${r.chronydOffsetUs ? `${fmt(r.chronydOffsetUs.atStart, 1)} / ${fmt(r.chronydOffsetUs.steady, 1)}` : '-'} | ` +
         `${r.triggerCpuPct ? `${fmt(r.triggerCpuPct.hubTrigger)} / ${fmt(r.triggerCpuPct.broker)} / ${fmt(r.triggerCpuPct.swarm)} / ${fmt(r.triggerCpuPct.rest)} (${fmt(r.triggerCpuPct.machine)})` : '-'} | ${r.load} |`,
