@@ -210,6 +210,8 @@ export class Cluster {
       timescale: this.timescale,
       keys: this.o.keys,
       keyId: this.o.keyId,
+      // The hub's session feeds the directory already.
+      feedsDirectory: false,
     });
     await this.session.waitConnected(10_000);
     await this.session.subscribe(this.coordinator.filters(), { qos: WATCH_QOS });
