@@ -98,9 +98,10 @@ export interface MeshNodeOptions {
 }
 
 /**
- * 5 s heartbeat: states go out on change (sync gained or lost, pending count,
- * selected server, an error bound worse than readers extrapolate or half of
- * it), so the heartbeat only proves the node is alive. A thousand nodes at
+ * 5 s heartbeat: states go out on change (sync gained or lost, selected
+ * server, an error bound worse than readers extrapolate or half of it; a
+ * pending count changed for PENDING_SETTLE_MS), so the heartbeat only proves
+ * the node is alive. A thousand nodes at
  * 1 s were 1,000 retained messages a second; at 5 s they are 200, and
  * readers call a node gone after STALE_AFTER_PERIODS × 5 s = 15 s, when the
  * broker sends its last will anyway (1.5 × the 10 s keep-alive).
@@ -166,6 +167,14 @@ export function excerpt(text: string, max = MAX_DETAIL_CHARS): string {
 /** A state change smaller than this is not worth an extra state message between periodic ones. */
 const STATE_THROTTLE_MS = 200;
 /**
+ * A change of the pending count alone waits this long before it is worth a
+ * state message: the count is shown (hub page, board), the gate never reads
+ * it, and the acks already told the trigger. Sent at once it was two state
+ * messages per node per trigger (accepted, finished), a thousand each in the
+ * middle of the acks and the reports; a train shorter than this sends none.
+ */
+const PENDING_SETTLE_MS = 3_000;
+/**
  * After a reconnection, recent reports are sent again once this has passed:
  * a broker that restarted lost its sessions, and the hub must re-subscribe
  * before it can hear them. Reports have fixed ids, so the hub keeps one copy.
@@ -211,6 +220,8 @@ export class MeshNode {
   private lastStateMs = 0;
   /** What readers last heard (to publish on change only). */
   private published: { synchronized: boolean; pending: number; source: string | undefined; boundNs: number; growthPpm: number; updatedNs: bigint } | undefined;
+  /** Since when the pending count differs from the published one (see PENDING_SETTLE_MS). */
+  private pendingSinceMs: number | undefined;
   private seq = 0;
   private stopped = false;
   private connections = 0;
@@ -376,7 +387,11 @@ export class MeshNode {
     const last = this.published;
     if (!last) return 'first';
     if (s.synchronized !== last.synchronized) return 'synchronized';
-    if (this.running.size + this.restoring.length !== last.pending) return 'pending';
+    const pending = this.running.size + this.restoring.length;
+    if (pending !== last.pending) {
+      this.pendingSinceMs ??= Date.now();
+      if (Date.now() - this.pendingSinceMs >= PENDING_SETTLE_MS) return 'pending';
+    } else this.pendingSinceMs = undefined;
     if (s.sources.find((x) => x.state === 'selected')?.address !== last.source) return 'source';
     if (!s.synchronized || !Number.isFinite(s.errorBoundNs)) return undefined;
     // The bound readers compute now from what they heard: published + age × growth.
@@ -396,6 +411,7 @@ export class MeshNode {
   async publishState(snapshot?: SyncSnapshot): Promise<void> {
     if (this.stopped || !this.session.connected) return;
     this.lastStateMs = Date.now();
+    this.pendingSinceMs = undefined;
     const state = this.stateMessage(snapshot);
     this.published = {
       synchronized: !!state.synchronized,
