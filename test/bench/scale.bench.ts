@@ -17,10 +17,12 @@
  *
  * Knobs: LOCKSTEP_SCALE_NS=10,100,1000  LOCKSTEP_SCALE_BRIDGED=1000 (0: skip)
  *        LOCKSTEP_SCALE_TRIGGERS=3  LOCKSTEP_SCALE_HOSTILE=10000
+ *        LOCKSTEP_SCALE_HEAPSNAP=DIR (a heap snapshot of the hub + trigger process per N)
  *        LOCKSTEP_SCALE_PROFILE=DIR (the swarm processes write --cpu-prof profiles there;
  *        run this process with `node --cpu-prof --cpu-prof-dir DIR` for the hub's)
  */
 import { loadavg, cpus, setPriority } from 'node:os';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -58,6 +60,8 @@ const HOSTILE = Number(process.env.LOCKSTEP_SCALE_HOSTILE ?? 10_000);
  * hundreds of ms under load). This benchmark is about the control plane.
  */
 const PROFILE_DIR = process.env.LOCKSTEP_SCALE_PROFILE;
+/** LOCKSTEP_SCALE_HEAPSNAP=DIR: a heap snapshot of this process (hub + trigger) per one-broker N, after the steady state. */
+const HEAP_SNAPSHOT_DIR = process.env.LOCKSTEP_SCALE_HEAPSNAP;
 const execArgv = PROFILE_DIR ? { execArgv: ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] } : {};
 const GATE_NS = Number(process.env.LOCKSTEP_SCALE_GATE_NS ?? 1_000_000_000);
 /** Rows with missing fires kept in the JSON, to tell lost messages from nodes that never planned them. */
@@ -80,11 +84,12 @@ interface Row {
   /** Fires a node said it would make (its ack's count) with no report at the trigger: lost, a correctness bug. */
   missingReports: number;
   /**
-   * Fires a node never planned: its ack came after the first instant, so it joined the train in
-   * phase (node.ts plan()) with fewer fires. Not a loss: the lead was shorter than the ack latency.
+   * Fires a node never planned: the trigger reached it after the first instant, so it joined the
+   * train in phase (node.ts plan()) with fewer fires, or after the last, so it refused it
+   * ('in-the-past'). Not a loss: the lead was shorter than the delivery.
    */
   joinedLateFires: number;
-  /** Acks that joined late (firstIndex > 0). */
+  /** Nodes that joined late or refused the trigger as past, summed over the triggers. */
   lateJoins: number;
   duplicates: number;
   /** Messages the broker(s) dropped since they started ($SYS/broker/publish/messages/dropped). */
@@ -282,7 +287,8 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
       if (result.reportsAfterLastMs !== undefined) row.reportsAfterLastMs.push(result.reportsAfterLastMs);
       row.missingAcks += result.missingAcks.length;
       for (const r of result.rows) {
-        const planned = r.expectedFires ?? BLINK_COUNT;
+        // A node that got the trigger after its last instant refused it ('in-the-past'): late, as a join in phase.
+        const planned = r.ack === 'rejected' && r.reason === 'in-the-past' ? 0 : (r.expectedFires ?? BLINK_COUNT);
         row.missingReports += Math.max(0, planned - r.fires);
         if (planned > r.fires && row.misses.length < MAX_MISSES_KEPT) {
           row.misses.push({ trigger: i, node: r.node, ack: r.ack, ...(r.reason ? { reason: r.reason } : {}), ...(r.expectedFires !== undefined ? { expectedFires: r.expectedFires } : {}), fires: r.fires, reports: r.reports, ...(r.ackLatencyMs !== undefined ? { ackMs: Math.round(r.ackLatencyMs) } : {}) });
@@ -331,6 +337,10 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     if (Number.isFinite(inSum)) row.brokerInPerS = inSum / seconds;
     if (Number.isFinite(outSum)) row.brokerOutPerS = outSum / seconds;
     row.hubTriggerRssMB = process.memoryUsage().rss / 2 ** 20;
+    if (HEAP_SNAPSHOT_DIR && !bridged) {
+      console.log(`  heap spaces: ${getHeapSpaceStatistics().map((h) => `${h.space_name} ${(h.space_size / 2 ** 20).toFixed(1)}/${(h.space_used_size / 2 ** 20).toFixed(1)}`).join(', ')} MB`);
+      console.log(`  (heap snapshot ${writeHeapSnapshot(join(HEAP_SNAPSHOT_DIR, `scale-${nodes}.heapsnapshot`))})`);
+    }
     const mem = process.memoryUsage();
     row.hubTriggerHeapMB = mem.heapUsed / 2 ** 20;
     row.hubTriggerMemMB = { heapTotal: mem.heapTotal / 2 ** 20, external: mem.external / 2 ** 20, arrayBuffers: mem.arrayBuffers / 2 ** 20 };
