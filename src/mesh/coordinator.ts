@@ -167,6 +167,7 @@ export class Coordinator {
     this.acks.delete(triggerId);
     this.ackTimes.delete(triggerId);
     this.reports.delete(triggerId);
+    this.lastReportMs.delete(triggerId);
   }
 
   /** Round trip to the broker (a QoS 1 publish until its PUBACK), ms. */

@@ -95,6 +95,12 @@ export interface MeshNodeOptions {
   maxAheadNs?: bigint;
   /** Accepted triggers kept pending at most (default DEFAULT_MAX_PENDING_TRIGGERS); more are refused. */
   maxPending?: number;
+  /**
+   * Decodes a trigger payload (default: parseMessage with decodeTrigger). The swarm's nodes share
+   * one decoder per process (the same bytes reach a hundred of them): a real node has its own CPU.
+   * The result is only read, never changed.
+   */
+  parseTrigger?: (payload: Buffer) => ReturnType<typeof parseMessage<TriggerMessage>>;
 }
 
 /**
@@ -452,7 +458,7 @@ export class MeshNode {
 
   /** Checks that need no clock: shape, target, signature, replay. */
   private admit(payload: Buffer): { trigger: TriggerMessage; wire: Record<string, unknown> } | undefined {
-    const parsed = parseMessage(payload, decodeTrigger);
+    const parsed = this.o.parseTrigger ? this.o.parseTrigger(payload) : parseMessage(payload, decodeTrigger);
     if (!parsed.ok) {
       this.reject(parsed.id, parsed.reason, parsed.detail);
       return undefined;

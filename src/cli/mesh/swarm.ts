@@ -11,7 +11,8 @@
  * What it does not measure is fire precision: each node has its own
  * scheduler, but with no coarse margin and no spin (a fire happens when its
  * timer wakes, a millisecond or more late, and a hundred nodes of one process
- * take turns on one event loop), and nodes keep no state file. Real nodes
+ * take turns on one event loop), nodes keep no state file, and the nodes of a
+ * process decode a trigger's bytes once between them. Real nodes
  * (`lockstep node`, one per computer) spin to the instant.
  */
 import { SimulatedClock } from '../../time/clock.js';
@@ -20,10 +21,32 @@ import { NtpClient } from '../../ntp/client.js';
 import { Scheduler } from '../../schedule/scheduler.js';
 import type { ActionSpec } from '../../schedule/actions.js';
 import { MeshNode } from '../../mesh/node.js';
+import { decodeTrigger, parseMessage, type TriggerMessage } from '../../mesh/messages.js';
 import { Topics } from '../../mesh/topics.js';
 import type { MqttSessionOptions } from '../../mesh/mqtt-session.js';
 import { SimulatedRecorder } from '../../../hardware/sim.js';
 import { syncSnapshot } from './sync-snapshot.js';
+
+/** Distinct trigger payloads a swarm process remembers the decoding of (a few triggers in flight at once). */
+const SHARED_DECODES = 4;
+
+/**
+ * One trigger decoder for the nodes of a process: the same ~11 KB (a
+ * thousand node ids) reaches each of them, and parsing it a hundred times on
+ * one event loop cost a tenth of the swarm's CPU while the acks were due. On
+ * a Pi of its own each node parses once, on a CPU nobody else waits for.
+ */
+export function sharedTriggerDecoder(): (payload: Buffer) => ReturnType<typeof parseMessage<TriggerMessage>> {
+  const recent: { payload: Buffer; result: ReturnType<typeof parseMessage<TriggerMessage>> }[] = [];
+  return (payload) => {
+    const hit = recent.find((r) => r.payload.equals(payload));
+    if (hit) return hit.result;
+    const result = parseMessage(payload, decodeTrigger);
+    recent.push({ payload: Buffer.from(payload), result });
+    if (recent.length > SHARED_DECODES) recent.shift();
+    return result;
+  };
+}
 
 /** No coarse margin, no spin: the timer's wake is the fire (see the file comment). */
 const NO_SPIN = { initialNs: 0, minNs: 0, maxNs: 0, adapt: false };
@@ -92,6 +115,7 @@ export class Swarm {
 
   async start(): Promise<void> {
     const topics = new Topics('swarm', this.o.prefix);
+    const parseTrigger = sharedTriggerDecoder();
     const starts: Promise<void>[] = [];
     for (let k = 0; k < this.o.count; k++) {
       const index = this.o.first + k;
@@ -118,6 +142,7 @@ export class Swarm {
         truthNs: () => lastTrueNs!,
         clockTruthAt: (utcNs) => clock.truthAtRaw(timescale.rawAt(utcNs)),
         warmupFires: 0,
+        parseTrigger,
         ...(this.o.statePeriodMs !== undefined ? { statePeriodMs: this.o.statePeriodMs } : {}),
         log: this.o.log ? (line) => this.o.log!(`[${spec.id}] ${line}`) : undefined,
       });
