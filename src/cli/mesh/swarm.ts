@@ -19,6 +19,7 @@ import { SimulatedClock } from '../../time/clock.js';
 import { Timescale } from '../../time/timescale.js';
 import { NtpClient } from '../../ntp/client.js';
 import { Scheduler } from '../../schedule/scheduler.js';
+import { realTimerHost, type TimerHost } from '../../schedule/timers.js';
 import type { ActionSpec } from '../../schedule/actions.js';
 import { MeshNode } from '../../mesh/node.js';
 import { decodeTrigger, parseMessage, type TriggerMessage } from '../../mesh/messages.js';
@@ -26,6 +27,21 @@ import { Topics } from '../../mesh/topics.js';
 import type { MqttSessionOptions } from '../../mesh/mqtt-session.js';
 import { SimulatedRecorder } from '../../../hardware/sim.js';
 import { syncSnapshot } from './sync-snapshot.js';
+
+/**
+ * The timer's wake is the fire, and never a wait that holds the event loop:
+ * Node's timers count whole ms and wake up to 1 ms early, and the scheduler
+ * handles an early wake by sleeping the rest (Atomics.wait) and spinning.
+ * For one node on its own CPU that is the point; here it held the other 99
+ * nodes of the process, up to 1 ms per edge, four edges per node per trigger,
+ * while their acks and reports waited. One ms more, and the wake comes after
+ * the instant, which is then fired at once (a ms late, as the file comment says).
+ */
+const SWARM_TIMERS: TimerHost = {
+  setTimeout: (callback, delayMs) => realTimerHost.setTimeout(callback, delayMs > 0 ? delayMs + 1 : 0),
+  sleepNs: (ns) => realTimerHost.sleepNs(ns),
+  spinUntil: (clock, rawNs) => realTimerHost.spinUntil(clock, rawNs),
+};
 
 /** Distinct trigger payloads a swarm process remembers the decoding of (a few triggers in flight at once). */
 const SHARED_DECODES = 4;
@@ -129,7 +145,7 @@ export class Swarm {
         maxPollSeconds: this.o.maxPollSeconds ?? 8,
         ...(this.o.ownAddresses === false ? {} : { localAddress: swarmLocalAddress(index) }),
       });
-      const scheduler = new Scheduler({ timescale, coarseMargin: NO_SPIN, spinMargin: NO_SPIN, lateToleranceNs: SWARM_LATE_TOLERANCE_NS });
+      const scheduler = new Scheduler({ timescale, coarseMargin: NO_SPIN, spinMargin: NO_SPIN, lateToleranceNs: SWARM_LATE_TOLERANCE_NS, timers: SWARM_TIMERS });
       let lastTrueNs: bigint | undefined;
       const node = new MeshNode({
         id: spec.id,
