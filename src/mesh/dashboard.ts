@@ -24,6 +24,7 @@ import { validateAction } from '../schedule/actions.js';
 import type { GroupBoard } from './board.js';
 import { PageTriggers, TriggerNotFound, TooManyRunning, NotCancellable, type PageTriggerRequest } from './page-triggers.js';
 import { checkId, TopicError } from './topics.js';
+import { MAX_TRIGGER_NODES } from './messages.js';
 
 /** Requests are a few hundred bytes; anything much larger is not ours. */
 const MAX_BODY_BYTES = 16 * 1024;
@@ -299,7 +300,7 @@ export class DashboardServer {
 
   private nodeList(value: unknown): string[] | undefined {
     if (value === undefined || value === null) return undefined;
-    if (!Array.isArray(value) || value.length === 0 || value.length > 1000) throw new HttpError(400, 'bad-request', "'nodes' must be a non-empty array of node ids (or absent: every online node)");
+    if (!Array.isArray(value) || value.length === 0 || value.length > MAX_TRIGGER_NODES) throw new HttpError(400, 'bad-request', `'nodes' must be a non-empty array of at most ${MAX_TRIGGER_NODES} node ids (or absent: every online node)`);
     const known = new Set(this.o.board.onlineIds());
     return value.map((id) => {
       if (typeof id !== 'string') throw new HttpError(400, 'bad-request', "'nodes' must hold strings");

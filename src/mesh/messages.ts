@@ -13,8 +13,15 @@
 import { randomBytes } from 'node:crypto';
 
 export const SCHEMA_VERSION = 1;
-/** Larger payloads are refused before JSON.parse: a trigger is a few hundred bytes. */
-export const MAX_MESSAGE_BYTES = 16 * 1024;
+/**
+ * The most nodes one trigger may name: the coordinator names every ready
+ * target, and `lockstep demo` runs up to 2,000 (a list of 1,000 was the limit,
+ * and a 16 KB message held ~1,100 swarm ids: a trigger to 1,200 nodes was
+ * refused by every node as malformed).
+ */
+export const MAX_TRIGGER_NODES = 5_000;
+/** Larger payloads are refused before JSON.parse: a trigger is a few hundred bytes, plus an id's length + 3 B per node it names (MAX_TRIGGER_NODES ids of up to 16 characters). */
+export const MAX_MESSAGE_BYTES = 96 * 1024;
 /** Message ids: printable, no spaces, bounded (they are logged, stored and embedded in report ids). */
 const MESSAGE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$/;
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -284,8 +291,8 @@ function optNum(o: Record<string, unknown>, key: string, opts?: { integer?: bool
 function nodeList(o: Record<string, unknown>): string[] | undefined {
   const v = o.nodes;
   if (v === undefined) return undefined;
-  if (!Array.isArray(v) || v.length > 1000 || !v.every((x) => typeof x === 'string' && NODE_ID.test(x))) {
-    fail(`'nodes' must be an array of node ids`);
+  if (!Array.isArray(v) || v.length > MAX_TRIGGER_NODES || !v.every((x) => typeof x === 'string' && NODE_ID.test(x))) {
+    fail(`'nodes' must be an array of at most ${MAX_TRIGGER_NODES} node ids`);
   }
   return v as string[];
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Topics, TopicError } from '../../src/mesh/topics.js';
-import { decodeTrigger, decodeAck, decodeState, decodeReport, encodeMessage, parseMessage, toWire, type TriggerMessage } from '../../src/mesh/messages.js';
+import { decodeTrigger, decodeAck, decodeState, decodeReport, encodeMessage, parseMessage, toWire, MAX_MESSAGE_BYTES, MAX_TRIGGER_NODES, type TriggerMessage } from '../../src/mesh/messages.js';
 import { canonicalJson, KeyRing, KeyFileError, ReplayGuard, signWire, verifyWire } from '../../src/mesh/signing.js';
 import { StateFile, StateFileError, emptyState } from '../../src/mesh/state-file.js';
 
@@ -61,6 +61,15 @@ describe('mesh protocol: messages', () => {
     const named = parseMessage(JSON.stringify({ ...toWire(trigger()), startNs: 1 }), decodeTrigger);
     expect(!named.ok && named.id).to.equal('t-1');
     expect(parseMessage('x'.repeat(20_000), decodeTrigger).ok).to.equal(false);
+  });
+  it('a trigger may name every node of a large group (demo --nodes 2000), not more than MAX_TRIGGER_NODES', () => {
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => `swarm-${String(i).padStart(5, '0')}`);
+    const big = parseMessage(JSON.stringify(toWire(trigger({ nodes: ids(MAX_TRIGGER_NODES) }))), decodeTrigger);
+    expect(big.ok, big.ok ? '' : big.detail).to.equal(true);
+    if (big.ok) expect(big.value.nodes).to.have.length(MAX_TRIGGER_NODES);
+    const tooMany = parseMessage(JSON.stringify(toWire(trigger({ nodes: ids(MAX_TRIGGER_NODES + 1) }))), decodeTrigger);
+    expect(!tooMany.ok && tooMany.detail).to.match(/at most 5000 node ids/);
+    expect(parseMessage(JSON.stringify({ ...toWire(trigger()), pad: 'x'.repeat(MAX_MESSAGE_BYTES) }), decodeTrigger).ok).to.equal(false);
   });
   it('decodes acks, reports and the minimal offline state (the last will)', () => {
     const ack = decodeAck({ v: 1, type: 'ack', id: 'a1', node: 'n1', triggerId: null, status: 'rejected', reason: 'malformed', atNs: '5' });
