@@ -29,10 +29,27 @@ import { nodeRows, edgeRows, quantiles, type NodeRow, type EdgeRow, type Quantil
 export const MIN_AUTO_LEAD_MS = 500;
 /** Lead = this many broker round trips on top of the minimum (slow brokers, queued nodes). */
 const LEAD_RTTS = 20;
+/**
+ * An absolute first instant must still be this far ahead once the gate has
+ * passed: the trigger has to reach the nodes (a broker round trip, a node's
+ * preparation) before it, or every node refuses it as in-the-past.
+ */
+export const MIN_PUBLISH_LEAD_MS = 100;
 /** A progress line names at most this many nodes (the result lists them all). */
 const MAX_NAMED_IN_PROGRESS = 20;
 /** After the last instant, how long reports may take (a node reconnecting to a restarted broker). */
 export const DEFAULT_COLLECT_GRACE_MS = 5_000;
+
+/** The absolute first instant (--at) passed, or came too close, while the gate waited for the nodes: nothing was published. */
+export class StartPassedError extends Error {
+  constructor(readonly startNs: bigint, readonly leftMs: number, waitedMs: number) {
+    super(
+      `the first instant was ${leftMs < 0 ? `${(-leftMs).toFixed(0)} ms past` : `only ${leftMs.toFixed(0)} ms ahead`} when every node was ready ` +
+        `(the gate took ${(waitedMs / 1000).toFixed(1)} s); nothing was sent. Give a later --at, or --in DURATION, which counts from when they are ready`,
+    );
+    this.name = 'StartPassedError';
+  }
+}
 
 export interface TriggerRequest {
   action: ActionSpec;
@@ -233,6 +250,7 @@ export class Coordinator {
   }
 
   async run(request: TriggerRequest): Promise<TriggerResult> {
+    const calledMs = monotonicMs();
     const progress = request.progress ?? (() => undefined);
     progress(`waiting until ${request.nodes ? request.nodes.join(', ') : 'every online node'} is synchronized within ${request.readyWithinNs / 1e3} µs`);
     const targets = await waitUntilReady(this.o.directory, {
@@ -245,6 +263,7 @@ export class Coordinator {
     });
     const gateOpenMs = monotonicMs();
     const { startNs, leadMs } = await this.chooseStart(request);
+    if (request.startNs !== undefined && leadMs < MIN_PUBLISH_LEAD_MS) throw new StartPassedError(startNs, leadMs, gateOpenMs - calledMs);
     // A retained trigger for the whole group names no nodes: nodes that connect later are meant to take it up.
     const wire = this.buildTrigger(request, startNs, request.retain && !request.nodes ? undefined : targets);
     const id = wire.id as string;

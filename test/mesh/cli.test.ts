@@ -54,11 +54,16 @@ describe('mesh CLI: lockstep hub, node and trigger together', function () {
 
   it('the hub serves time and shows the node synchronized; a signed trigger fires and prints its table', async () => {
     await waitFor(() => /cli-1: synchronized, offset 2\.50\d s/.test(hub.out()), 20_000, `hub to show cli-1 synchronized (hub said: ${hub.out()})`);
-    const r = await runCli(['trigger', 'blink', '--line', '17', '--on', '50ms', '--every', '200ms', '--count', '3', '--broker', broker.url, '--group', 'cli', '--keys', keys, '--key-id', 'k7', '--ready-within', '5ms', '--at', '+1500ms'], { timeoutMs: 30_000 });
+    const r = await runCli(['trigger', 'blink', '--line', '17', '--on', '50ms', '--every', '200ms', '--count', '3', '--broker', broker.url, '--group', 'cli', '--keys', keys, '--key-id', 'k7', '--ready-within', '5ms', '--in', '1500ms'], { timeoutMs: 30_000 });
     expect(r.code, r.stderr + r.stdout).to.equal(0);
     expect(r.stdout).to.match(/^cli-1\s+scheduled\s+\+2\.50\d s/m);
     expect(r.stdout).to.match(/3\/3/);
-    expect(r.stdout.match(/chosen \d+ ms ahead/)?.[0], r.stdout).to.match(/chosen 1[0-5]\d\d ms ahead/); // --at +1500ms, minus the time the gate took
+    expect(r.stdout.match(/chosen \d+ ms ahead/)?.[0], r.stdout).to.match(/chosen 150[01] ms ahead/); // --in counts from the gate (whole ms, rounded up)
+    // --at is absolute: an instant that passes while the gate waits is refused before anything is sent (it was published, and refused by every node as in-the-past).
+    const passed = await runCli(['trigger', 'blink', '--line', '17', '--broker', broker.url, '--group', 'cli', '--keys', keys, '--key-id', 'k7', '--ready-within', '5ms', '--at', '+1ms', '--json'], { timeoutMs: 30_000 });
+    expect(passed.code, passed.stderr + passed.stdout).to.equal(1);
+    expect(JSON.parse(passed.stdout)).to.include({ error: 'start-passed' });
+    expect((JSON.parse(passed.stdout) as { message: string }).message).to.match(/past when every node was ready.*--in DURATION/);
     expect(r.stdout).to.match(/true error max/); // the simulated LED reported true instants
   });
 

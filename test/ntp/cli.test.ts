@@ -107,7 +107,8 @@ describe('ntp/cli: lockstep query and sync', function () {
     const out = JSON.parse(r.stdout) as { servers: Array<Record<string, number | string>> };
     const s = out.servers[0]!;
     expect(s.address).to.equal(`${chronyd.host}:${chronyd.port}`);
-    expect(Math.abs(s.offsetSeconds as number)).to.be.below(500e-6);
+    // 1 ms, as the other loopback NTP checks: a clean clone saw 514 µs with another test file beside it; a clock off by seconds still fails.
+    expect(Math.abs(s.offsetSeconds as number)).to.be.below(1e-3);
     expect(s.delaySeconds as number).to.be.within(0, 0.05);
     expect(s).to.include({ stratum: 8, leap: 0, accepted: 3, sent: 3 });
   });

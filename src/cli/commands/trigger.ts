@@ -15,7 +15,7 @@ import { parseWhen, WhenSyntaxError } from '../../schedule/when.js';
 import { validateAction, type ActionSpec } from '../../schedule/actions.js';
 import { MqttSession, WATCH_QOS } from '../../mesh/mqtt-session.js';
 import { NodeDirectory } from '../../mesh/presence.js';
-import { Coordinator, resultJson, type TriggerResult } from '../../mesh/coordinator.js';
+import { Coordinator, resultJson, StartPassedError, type TriggerResult } from '../../mesh/coordinator.js';
 import { NotReadyError, formatNs } from '../../mesh/readiness.js';
 import { formatNodeTable, formatEdgeTable, TRUE_SPREAD_LABEL, CLOCK_SPREAD_LABEL } from '../../mesh/spread.js';
 
@@ -190,6 +190,11 @@ export const command: Command = {
       const ok = result.rows.every((r) => r.ack === 'scheduled' && (values['no-wait'] || r.expectedFires === undefined || r.fires >= r.expectedFires));
       return ok ? 0 : EXIT_FAILURE;
     } catch (error) {
+      if (error instanceof StartPassedError) {
+        if (values.json) process.stdout.write(JSON.stringify({ error: 'start-passed', message: error.message, startNs: error.startNs.toString() }) + '\n');
+        else process.stderr.write(`lockstep trigger: ${error.message}\n`);
+        return EXIT_FAILURE;
+      }
       if (error instanceof NotReadyError) {
         if (values.json) process.stdout.write(JSON.stringify({ error: 'not-ready', message: error.message, laggards: error.laggards }) + '\n');
         else process.stderr.write(`lockstep trigger: ${error.message}\n`);
