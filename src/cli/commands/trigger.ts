@@ -36,9 +36,11 @@ actions:
   command -- PROGRAM [ARGS...]        (nodes accept it only with --allow-command)
   cancel TRIGGER_ID                   cancel what is left of a trigger (a blink train 'forever')
 
-  --in DURATION         first instant this long from now (default: chosen from the broker round trip, ≥ 500 ms)
+  --in DURATION         first instant this long after every target is ready (default: chosen from the broker
+                        round trip, ≥ 500 ms)
   --at WHEN             first instant: 2026-11-21T12:00:10.250Z, 12:00:10[.250] (next occurrence),
-                        +2s, @EPOCHSECONDS[.frac]
+                        +2s, @EPOCHSECONDS[.frac]; absolute: if it passes (or is < 100 ms ahead) once the
+                        targets are ready, nothing is sent and the exit status is 1
   --tz ZONE             zone of wall times in --at (default: local)
   --nodes ID,...        target these nodes (default: every online node)
   --ready-within DUR    error bound every target must report (default 1ms); when all follow the same NTP
