@@ -35,12 +35,17 @@
  *  2. warmUpSpin(): the spin is made hot once per clock when the first job
  *     is placed (~30 ms of CPU), so V8 optimizes and installs it then (a).
  *  3. The action is its own rehearsal (scheduleAction passes the same
- *     closure, called with `rehearsal` true, down to Actuator.rehearse()),
+ *     closure, called with `rehearsal` true, down to the actuator: its
+ *     fire() itself where it rehearsesInFire, else its rehearse()),
  *     on a report made by the same code as the real one, running the same
  *     statements with other values (b). It is rehearsed when a job is
  *     placed and after the coarse wake, REHEARSALS times each, and once
  *     more in the spin, at least 3× its cold cost before the instant (c):
- *     never the cause of a late instant by design.
+ *     never the cause of a late instant by design. That lead is worked out
+ *     before the precise sleep, and the in-spin rehearsal and the instant
+ *     share one loop and its call sites: code first met inside the spin
+ *     (the lead's first call: 160–225 µs) ended a fresh first edge's spin
+ *     that late.
  *  4. No collection at the instant: the memory reducer is off, and when the
  *     next instant is far the young generation is collected if it is more
  *     than half full (see collectIfFar), so the few KB the fire path
