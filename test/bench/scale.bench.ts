@@ -7,7 +7,9 @@
  * The hub (NTP server, rate limiter on, and the node directory) and the
  * trigger (coordinator) run in THIS process, as `lockstep demo` runs them.
  *
- * Per N: gate open → trigger published; published → each node's ack (p50,
+ * Per N, a first trigger as soon as the gate opens after the nodes booted
+ * (its acks in their own column), a settling minute, then the measured
+ * triggers: gate open → trigger published; published → each node's ack (p50,
  * p99, all); last edge → last report; this process's RSS and CPU; the swarm
  * processes' RSS; broker messages/s in and out in steady state (Mosquitto's
  * $SYS counters) and state messages per node per s; the readiness gate's
@@ -17,6 +19,8 @@
  *
  * Knobs: LOCKSTEP_SCALE_NS=10,100,1000  LOCKSTEP_SCALE_BRIDGED=1000 (0: skip)
  *        LOCKSTEP_SCALE_TRIGGERS=3  LOCKSTEP_SCALE_HOSTILE=10000
+ *        LOCKSTEP_SCALE_SETTLE_MS=60000 (between the boot trigger and the measured ones)
+ *        LOCKSTEP_SCALE_FLOOR=1000 (0: skip)  LOCKSTEP_SCALE_FLOOR_BYTES (the floor's message size)
  *        LOCKSTEP_SCALE_HEAPSNAP=DIR (a heap snapshot of the hub + trigger process per N)
  *        LOCKSTEP_SCALE_PROFILE=DIR (the swarm processes write --cpu-prof profiles there;
  *        run this process with `node --cpu-prof --cpu-prof-dir DIR` for the hub's)
@@ -52,6 +56,15 @@ const BRIDGED = Number(process.env.LOCKSTEP_SCALE_BRIDGED ?? 1000);
 const SWARM_NICE = Number(process.env.LOCKSTEP_SCALE_SWARM_NICE ?? 10);
 /** N for the bare-client floor (0: skip). */
 const FLOOR_NS = (process.env.LOCKSTEP_SCALE_FLOOR ?? '1000').split(',').map(Number).filter((n) => n > 0);
+/** LOCKSTEP_SCALE_FLOOR_BYTES=N: the floor's trigger size (default: what a trigger naming every node weighs). */
+const FLOOR_BYTES = process.env.LOCKSTEP_SCALE_FLOOR_BYTES ? Number(process.env.LOCKSTEP_SCALE_FLOOR_BYTES) : undefined;
+/**
+ * Between the first trigger (right after the gate opens: the nodes booted seconds ago, every
+ * NTP client still polling at its fastest and every state changing) and the measured ones. A
+ * show's triggers come minutes after its nodes booted; a swarm's first minute costs the CPU of a
+ * thousand start-ups on two cores, which the first trigger's row shows on its own.
+ */
+const SETTLE_MS = Number(process.env.LOCKSTEP_SCALE_SETTLE_MS ?? 60_000);
 const TRIGGERS = Number(process.env.LOCKSTEP_SCALE_TRIGGERS ?? 3);
 const HOSTILE = Number(process.env.LOCKSTEP_SCALE_HOSTILE ?? 10_000);
 /**
@@ -76,9 +89,14 @@ interface Row {
   nodes: number;
   syncSeconds: number;
   gateToPublishedMs: number[];
+  /** Over the triggers after the settling minute. */
   ackP50Ms?: number;
   ackP99Ms?: number;
   allAcksMs: number[];
+  /** The first trigger, right after the gate opened (the nodes booted seconds before). */
+  bootAckP50Ms?: number;
+  bootAckP99Ms?: number;
+  bootAllAcksMs?: number;
   reportsAfterLastMs: number[];
   missingAcks: number;
   /** Fires a node said it would make (its ack's count) with no report at the trigger: lost, a correctness bug. */
@@ -269,9 +287,16 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
     const withChrony = !bridged && nodes === Math.max(...NS) && have('chronyd', ['-v']);
     const chronyBefore = withChrony ? chronydQuery({ port: cluster.ntpPort, timeoutSeconds: 15 }) : undefined;
     const cpuWindows = new CpuWindows(() => (extra ? [extra.a.pid, extra.b.pid] : [cluster.broker.pid]), () => cluster.swarms.map((c) => c.pid));
-    for (let i = 0; i < TRIGGERS; i++) {
+    const bootAcks: number[] = [];
+    // Trigger 0 at boot, then the settling minute, then TRIGGERS measured ones.
+    for (let i = 0; i <= TRIGGERS; i++) {
+      const atBoot = i === 0;
+      if (i === 1 && SETTLE_MS > 0) {
+        console.log(`  [${setup} N=${nodes} ${((Date.now() - t0) / 1000).toFixed(0)} s] letting the nodes settle ${SETTLE_MS / 1000} s`);
+        await sleep(SETTLE_MS);
+      }
       const result = await cluster.coordinator!.run({
-        onPublished: () => cpuWindows.start(),
+        onPublished: () => (atBoot ? undefined : cpuWindows.start()),
         action: { kind: 'blink', line: 17, onNs: 50_000_000, periodNs: 200_000_000, count: BLINK_COUNT },
         inNs: BigInt(Math.round(1_000 + nodes) * 1_000_000),
         readyWithinNs: GATE_NS,
@@ -285,7 +310,8 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
       cluster.coordinator!.forget(result.triggerId);
       if (i === 0) row.syncSeconds = (Date.now() - t0) / 1000;
       if (result.gateToPublishedMs !== undefined) row.gateToPublishedMs.push(result.gateToPublishedMs);
-      if (result.allAcksMs !== undefined) row.allAcksMs.push(result.allAcksMs);
+      if (atBoot) row.bootAllAcksMs = result.allAcksMs;
+      else if (result.allAcksMs !== undefined) row.allAcksMs.push(result.allAcksMs);
       if (result.reportsAfterLastMs !== undefined) row.reportsAfterLastMs.push(result.reportsAfterLastMs);
       row.missingAcks += result.missingAcks.length;
       for (const r of result.rows) {
@@ -299,7 +325,12 @@ async function measure(setup: string, nodes: number, bridged: boolean): Promise<
         if (planned < BLINK_COUNT) row.lateJoins++;
       }
       row.duplicates += result.duplicateReports;
-      for (const r of result.rows) if (r.ackLatencyMs !== undefined) ackLatencies.push(r.ackLatencyMs);
+      for (const r of result.rows) if (r.ackLatencyMs !== undefined) (atBoot ? bootAcks : ackLatencies).push(r.ackLatencyMs);
+    }
+    const boot = quantiles(bootAcks);
+    if (boot) {
+      row.bootAckP50Ms = boot.p50;
+      row.bootAckP99Ms = boot.p99;
     }
     row.triggerCpuPct = cpuWindows.pct();
     const acks = quantiles(ackLatencies);
@@ -460,7 +491,7 @@ export async function echoFloor(nodes: number, triggers: number): Promise<{ node
     await collector.waitConnected(10_000);
     await collector.subscribe([`${prefix}/nodes/+/ack`], { qos: 0 });
     // A trigger naming a thousand nodes is ~11 KB: the same size here.
-    const payload = Buffer.alloc(Math.max(300, 11 * nodes), 'x');
+    const payload = Buffer.alloc(FLOOR_BYTES ?? Math.max(300, 11 * nodes), 'x');
     for (let i = 0; i < triggers; i++) {
       await sleep(1_000);
       arrivals = [];
@@ -492,7 +523,7 @@ const med = (xs: number[]) => quantiles(xs)?.p50;
 const worst = (xs: number[]) => (xs.length ? Math.max(...xs) : undefined);
 
 export async function run(): Promise<unknown> {
-  console.log(`scale: ${cpus().length} cores, load ${uptime()}; N = ${NS.join(', ')}${BRIDGED ? `, bridged ${BRIDGED}` : ''}; ${TRIGGERS} triggers each; swarm and bare clients at nice ${SWARM_NICE}`);
+  console.log(`scale: ${cpus().length} cores, load ${uptime()}; N = ${NS.join(', ')}${BRIDGED ? `, bridged ${BRIDGED}` : ''}; a trigger at boot, ${SETTLE_MS / 1000} s to settle, then ${TRIGGERS} triggers each; swarm and bare clients at nice ${SWARM_NICE}`);
   const rows: Row[] = [];
   for (const n of NS) rows.push(await measure('one broker', n, false));
   if (BRIDGED > 0) rows.push(await measure('bridged pair', BRIDGED, true));
@@ -506,11 +537,11 @@ export async function run(): Promise<unknown> {
   console.log(`  again, with the systemd unit's NODE_OPTIONS (${UNIT_NODE_OPTIONS}) ...`);
   const hostileUnit = await hostileRss(HOSTILE, UNIT_NODE_OPTIONS);
 
-  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | last edge → all reports ms (max) | missing acks / reports / dup | late joins (fires not planned) | broker dropped | hub+trigger RSS MB, CPU % | swarm RSS MB, steady CPU | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | CPU % of a core while triggers ran: hub+trigger / broker / swarm / rest (machine, of ' + cpus().length * 100 + ') | load |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| setup | N | sync s | gate → published ms (med/max) | acks p50 / p99 ms | all acks ms (max) | at boot: acks p50 / p99, all ms | last edge → all reports ms (max) | missing acks / reports / dup | late joins (fires not planned) | broker dropped | hub+trigger RSS MB, CPU % | swarm RSS MB, steady CPU | broker in / out msg/s | per node per s (in) | state msg/node/s | gate eval ms | NTP served / limited | chronyd -Q offset µs: start storm / steady | CPU % of a core while triggers ran: hub+trigger / broker / swarm / rest (machine, of ' + cpus().length * 100 + ') | load |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(
-      `| ${r.setup} | ${r.nodes} | ${fmt(r.syncSeconds, 1)} | ${fmt(med(r.gateToPublishedMs), 1)} / ${fmt(worst(r.gateToPublishedMs), 1)} | ${fmt(r.ackP50Ms, 1)} / ${fmt(r.ackP99Ms, 1)} | ${fmt(worst(r.allAcksMs), 1)} | ${fmt(worst(r.reportsAfterLastMs), 0)} | ` +
+      `| ${r.setup} | ${r.nodes} | ${fmt(r.syncSeconds, 1)} | ${fmt(med(r.gateToPublishedMs), 1)} / ${fmt(worst(r.gateToPublishedMs), 1)} | ${fmt(r.ackP50Ms, 1)} / ${fmt(r.ackP99Ms, 1)} | ${fmt(worst(r.allAcksMs), 1)} | ${fmt(r.bootAckP50Ms, 0)} / ${fmt(r.bootAckP99Ms, 0)}, ${fmt(r.bootAllAcksMs, 0)} | ${fmt(worst(r.reportsAfterLastMs), 0)} | ` +
         `${r.missingAcks} / ${r.missingReports} / ${r.duplicates} | ${r.lateJoins} (${r.joinedLateFires}) | ${fmt(r.brokerDropped)} | ${fmt(r.hubTriggerRssMB)} (heap ${fmt(r.hubTriggerHeapMB)} of ${fmt(r.hubTriggerMemMB?.heapTotal)}, ext ${fmt(r.hubTriggerMemMB?.external)}), ${fmt(r.hubTriggerCpuPct, 1)} | ${fmt(r.swarmRssMB)}, steady CPU ${fmt(r.swarmSteadyCpuPct)} % | ${fmt(r.brokerInPerS)} / ${fmt(r.brokerOutPerS)} | ` +
         `${fmt((r.brokerInPerS ?? NaN) / r.nodes, 2)} | ${fmt(r.statePerNodePerS, 3)} | ${fmt(r.gateEvalMs, 2)} | ${r.ntpServed} / ${r.ntpRateLimited} | ` +
         `${r.chronydOffsetUs ? `${fmt(r.chronydOffsetUs.atStart, 1)} / ${fmt(r.chronydOffsetUs.steady, 1)}` : '-'} | ` +
@@ -538,7 +569,7 @@ export async function run(): Promise<unknown> {
   );
   const plot = plotScaleAcks(
     rows.map((r) => ({ setup: r.setup, nodes: r.nodes, ackLatenciesMs: ackLatenciesOf.get(r) ?? [] })),
-    `${TRIGGERS} triggers per N, every node's ack; swarm nodes on ${cpus().length} shared cores, load ${uptime()} after`,
+    `${TRIGGERS} triggers per N after ${SETTLE_MS / 1000} s up, every node's ack; swarm nodes on ${cpus().length} shared cores, load ${uptime()} after`,
   );
   if (plot) console.log(`(plot ${plot})`);
   return { cores: cpus().length, rows, floors, hostile, hostileUnit, unitNodeOptions: UNIT_NODE_OPTIONS };
