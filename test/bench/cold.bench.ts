@@ -30,6 +30,7 @@ import { MqttSession } from '../../src/mesh/mqtt-session.js';
 import { Topics } from '../../src/mesh/topics.js';
 import { decodeReport, decodeState, parseMessage, toWire, type ReportMessage, type TriggerMessage } from '../../src/mesh/messages.js';
 import { writeSvg, benchResultPath, type DistributionSeries } from './svg-plot.js';
+import { lateCauses, causesText } from './late-causes.js';
 
 const RUNS = Number(process.env.COLD_RUNS ?? 30);
 /** Nodes started together: their trains are NODE_PHASE_MS apart (period 500 ms), so no two spins overlap. */
@@ -176,29 +177,6 @@ const stamps = (text: string) => [...text.matchAll(/^stamp (\d+) (-?\d+)$/gm)].m
 
 /** An edge later than this is asked why (the issue's every-edge target). */
 const LATE_NS = 50_000;
-/** Why the edges over LATE_NS were late, from their reports' wakeLeadNs/spinLeadNs (FireReport). */
-interface LateCauses {
-  /** The process woke for the instant after it (its event loop or the machine). */
-  wokeLate: number;
-  /** The precise sleep ended after the instant (the spin began late). */
-  sleptPast: number;
-  /** The spin began in time and ended late: the CPU was taken during it. */
-  spinTaken: number;
-  /** The spin ended on time: the way from the spin to the truth was slow. */
-  afterSpin: number;
-}
-function lateCauses(edges: { trueErrorNs: number; latenessNs: number; wakeLeadNs?: number; spinLeadNs?: number }[]): LateCauses {
-  const causes: LateCauses = { wokeLate: 0, sleptPast: 0, spinTaken: 0, afterSpin: 0 };
-  for (const e of edges) {
-    if (e.trueErrorNs <= LATE_NS) continue;
-    if (e.latenessNs <= LATE_NS / 2) causes.afterSpin++;
-    else if (e.wakeLeadNs !== undefined && e.wakeLeadNs < 0) causes.wokeLate++;
-    else if (e.spinLeadNs !== undefined && e.spinLeadNs < 0) causes.sleptPast++;
-    else causes.spinTaken++;
-  }
-  return causes;
-}
-const causesText = (c: LateCauses) => `late > 50 µs: woke late ${c.wokeLate}, slept past ${c.sleptPast}, CPU taken in the spin ${c.spinTaken}, after the spin ${c.afterSpin}`;
 
 // ------------------------------------------------------------------ rows
 
@@ -230,7 +208,7 @@ async function fireBlinkRow(gcDir: string) {
     gcPauses += r.pauses.length;
     gcOverlaps += overlaps(r.pauses, instants);
   }
-  return { first: quantiles(first), every: quantiles(every), spinToRecorder: quantiles(path), lateCauses: lateCauses(judged), gcPauses, gcOverlaps, failures, raw: { first, every } };
+  return { first: quantiles(first), every: quantiles(every), spinToRecorder: quantiles(path), lateCauses: lateCauses(judged, LATE_NS), gcPauses, gcOverlaps, failures, raw: { first, every } };
 }
 
 async function nodeRow(gcDir: string) {
@@ -317,7 +295,7 @@ async function nodeRow(gcDir: string) {
     await watcher.close(false);
     await broker.dispose();
   }
-  return { first: quantiles(first), every: quantiles(every), maxPerNode: quantiles(perNodeMax), lateCauses: lateCauses(judged), gcPauses, gcOverlaps, missingEdges: missing, notOnline, raw: { first, every } };
+  return { first: quantiles(first), every: quantiles(every), maxPerNode: quantiles(perNodeMax), lateCauses: lateCauses(judged, LATE_NS), gcPauses, gcOverlaps, missingEdges: missing, notOnline, raw: { first, every } };
 }
 
 async function startRows(gcDir: string, stamp: string) {
@@ -448,10 +426,10 @@ export async function run(): Promise<unknown> {
     console.log(row('fire blink sim: first edge (true instant)', fire.first, `target p50 ≤ 5 µs`));
     console.log(row('fire blink sim: every edge (true instant)', fire.every, `target p99 ≤ 50 µs; GC pauses ${fire.gcPauses}, at an instant ${fire.gcOverlaps}`));
     console.log(row('fire blink sim: spin end → recorder (every edge)', fire.spinToRecorder));
-    console.log(`  fire blink: ${causesText(fire.lateCauses)}`);
+    console.log(`  fire blink: ${causesText(fire.lateCauses, LATE_NS)}`);
     console.log(row('node + one trigger: first edge (true instant)', node.first, `target p50 ≤ 5 µs`));
     console.log(row('node started 3–14 s before the edges: every edge', node.every, `target max ≤ 1 ms; GC pauses ${node.gcPauses}, at an instant ${node.gcOverlaps}; missing edges ${node.missingEdges}, nodes never online ${node.notOnline}`));
-    console.log(`  node: ${causesText(node.lateCauses)}`);
+    console.log(`  node: ${causesText(node.lateCauses, LATE_NS)}`);
     console.log(row('at @T -- stamp: program started', starts.at, `target p50 ≤ 1 ms, p99 ≤ 2 ms; GC at an instant ${starts.gcOverlaps}`));
     console.log(row('at @T -- stamp: helper released (report)', starts.atReleased));
     console.log(row('shell loop (date; sleep 0.05) then exec stamp', starts.shellLoop, 'comparison'));

@@ -9,7 +9,7 @@
 import { realClock } from '../../time/clock.js';
 import type { CaptureAction } from '../../schedule/actions.js';
 import type { Cluster } from './cluster.js';
-import type { TriggerResult } from '../../mesh/coordinator.js';
+import { StartPassedError, type TriggerResult } from '../../mesh/coordinator.js';
 import { readSensorTruth } from '../../../hardware/sensor-sim.js';
 import { NotReadyError, waitUntilReady } from '../../mesh/readiness.js';
 
@@ -21,6 +21,15 @@ export interface PhotoNode {
   trueErrorNs?: number;
   /** reported mid-point − true mid-point. */
   reportErrorNs?: number;
+  /**
+   * Where trueErrorNs came from, for the benchmark's breakdown: the node's clock error at the
+   * instant (true time its clock read the planned instant − that instant), the fire's lateness
+   * (its spin's end), and when it woke and began to spin (the report's leads, ns before the instant).
+   */
+  clockErrorNs?: number;
+  latenessNs?: number;
+  wakeLeadNs?: number;
+  spinLeadNs?: number;
   /** Why there is no figure (the node's reason, or no such frame in the truth). */
   unknown?: string;
 }
@@ -48,7 +57,11 @@ export function judgePhotos(index: number, result: TriggerResult, truthFile: str
     if (!frame) return { node, exposureErrorNs: report.exposureErrorNs, unknown: 'frame not in the truth file' };
     const trueMid = real.atMonotonicNs(frame.exposureStartNs + (frame.exposureEndNs - frame.exposureStartNs) / 2n);
     mids.push(trueMid);
-    return { node, exposureErrorNs: report.exposureErrorNs, trueErrorNs: Number(trueMid - result.startNs), reportErrorNs: Number(report.exposureMidNs - trueMid) };
+    const judged: PhotoNode = { node, exposureErrorNs: report.exposureErrorNs, trueErrorNs: Number(trueMid - result.startNs), reportErrorNs: Number(report.exposureMidNs - trueMid), latenessNs: report.latenessNs };
+    if (report.clockTrueNs !== undefined) judged.clockErrorNs = Number(report.clockTrueNs - report.plannedNs);
+    if (report.wakeLeadNs !== undefined) judged.wakeLeadNs = report.wakeLeadNs;
+    if (report.spinLeadNs !== undefined) judged.spinLeadNs = report.spinLeadNs;
+    return judged;
   });
   const run: PhotoRun = { index, result, nodes };
   if (mids.length > 1) {
@@ -69,7 +82,7 @@ export interface PhotoRunOptions {
   progress?: (line: string) => void;
   /** A first capture not counted (the cameras start, the pipeline fills). */
   warmUp?: boolean;
-  /** A trigger whose readiness gate times out is skipped (told here) instead of ending the run (benchmarks on a loaded machine). */
+  /** A trigger whose readiness gate times out (or, slotted, outlasts the round's lead) is skipped (told here) instead of ending the run (benchmarks on a loaded machine). */
   onNotReady?: (error: Error) => void;
 }
 
@@ -130,7 +143,8 @@ export async function runSlottedPhotos(cluster: Cluster, o: SlottedPhotoRunOptio
         ),
       );
     } catch (error) {
-      if (!(error instanceof NotReadyError) || !o.onNotReady) throw error;
+      // A node whose own gate outlasted the round's lead is refused before its trigger is sent (StartPassedError): a skipped round, as a gate that timed out.
+      if (!(error instanceof NotReadyError || error instanceof StartPassedError) || !o.onNotReady) throw error;
       o.onNotReady(error);
       continue;
     }
