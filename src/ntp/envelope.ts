@@ -111,7 +111,9 @@ const POSTERIOR_SCALE = 0.25;
 /** The weights are integrated where κ·(G_max − G) < this (e^−20 of the peak); */
 const POSTERIOR_SPAN = 20;
 /** ...in this many trapezoids (the weight is exp of a piecewise-linear function: smooth enough). */
-const POSTERIOR_STEPS = 64;
+const POSTERIOR_STEPS = 32;
+/** Halvings that place the ends of that range (within 1/16 of their doubling step: the weight there is ~0 either way). */
+const POSTERIOR_RANGE_HALVINGS = 4;
 
 /**
  * The envelope fit of the window, with slopes searched around `guessPpb`
@@ -362,7 +364,7 @@ export function fitEnvelopeSorted(n: number, t: Float64Array, u: Float64Array, v
       : slack(leg);
   const offsetTolerance = spreadSlack(0) + spreadSlack(2);
   // The band narrows as the slope leaves the best one (G is concave): find where it has lost `tolerance`.
-  const edge = (direction: 1 | -1, tolerance: number): number => {
+  const edge = (direction: 1 | -1, tolerance: number, halvings = 40): number => {
     let inside = slope;
     let step = Math.max(1, Math.abs(tolerance) > 0 && Number.isFinite(tolerance) ? 1 : MAX_SLOPE_PPB);
     let outside = slope + direction * step;
@@ -372,7 +374,7 @@ export function fitEnvelopeSorted(n: number, t: Float64Array, u: Float64Array, v
       outside = slope + direction * step;
     }
     if (Math.abs(outside) >= MAX_SLOPE_PPB) return direction * MAX_SLOPE_PPB;
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < halvings; i++) {
       const mid = (inside + outside) / 2;
       if (G(mid) >= best - tolerance) inside = mid;
       else outside = mid;
@@ -388,8 +390,9 @@ export function fitEnvelopeSorted(n: number, t: Float64Array, u: Float64Array, v
   let slopeMean = slope;
   if (n >= 3 && meanExcess > 0 && Number.isFinite(meanExcess)) {
     const kappa = (POSTERIOR_SCALE * n) / meanExcess;
-    const from = edge(-1, POSTERIOR_SPAN / kappa);
-    const to = edge(1, POSTERIOR_SPAN / kappa);
+    // The range need not be exact (beyond it the weights are below e^−20): a few halvings, not 40.
+    const from = edge(-1, POSTERIOR_SPAN / kappa, POSTERIOR_RANGE_HALVINGS);
+    const to = edge(1, POSTERIOR_SPAN / kappa, POSTERIOR_RANGE_HALVINGS);
     let weights = 0;
     let moment = 0;
     for (let k = 0; k <= POSTERIOR_STEPS; k++) {
