@@ -685,11 +685,13 @@ export class SourceStats {
     const measuredNs = (fit.floorSlackOutNs + fit.floorSlackInNs) / 2 + fit.offsetSpreadNs;
     const better = measuredNs < REGRESSION_BOUND_SIGMAS * regression.offsetSdNs || boundNs < regression.offsetBoundNs! / 2;
     if (!Number.isFinite(boundNs)) return undefined;
-    const frequencyBoundPpm = Math.max(fit.slopeHi - fit.slope, fit.slope - fit.slopeLo) / 1e3;
+    // The frequency is the slopes' weighed mean (envelope.ts), not the widest band's: its bound is the
+    // band's farther end from it (the truth lies within the band, wherever the estimate is in it).
+    const frequencyBoundPpm = Math.max(fit.slopeHi - fit.slopeMean, fit.slopeMean - fit.slopeLo) / 1e3;
     const estimate: SourceEstimate = {
       ...regression,
       offsetNs: offset0 + BigInt(Math.round(fit.offset)),
-      frequencyPpm: fit.slope / 1e3,
+      frequencyPpm: fit.slopeMean / 1e3,
       // As "3σ = the bound", so code that reads SDs (poll back-off, selection's weights) sees the envelope's.
       offsetSdNs: boundNs / REGRESSION_BOUND_SIGMAS,
       frequencySdPpm: frequencyBoundPpm / REGRESSION_BOUND_SIGMAS,
