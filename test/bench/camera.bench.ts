@@ -20,7 +20,6 @@
  */
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Cluster } from '../../src/cli/mesh/cluster.js';
 import { runPhotos, runSlottedPhotos, type PhotoRun } from '../../src/cli/mesh/photo-run.js';
@@ -54,7 +53,7 @@ interface ModeResult {
   clockSpreadNs?: Quantiles;
   /** Trigger modes: the photos more than LATE_NS from the instant, by cause (late-causes.ts). */
   lateCauses?: LateCauses;
-  /** Trigger modes, per photo: true mid − instant − the clock's error − the spin's lateness (the edges' way to the sensor). */
+  /** Trigger modes, per photo: true mid − instant − the clock's error − the spin's lateness (what came after the first edge's spin: the pulse's own spin, the writes). */
   afterSpinNs?: Quantiles;
   seconds: number;
   load: string;
@@ -77,12 +76,6 @@ export function plotCamera(results: { description: string; values: number[] }[],
   });
 }
 
-/**
- * LOCKSTEP_BENCH_CAMERA_FIFO=P: each node process's main thread under SCHED_FIFO priority P
- * (root; `CPUSchedulingPolicy=fifo` in a unit), to tell the CPU taken by this machine's other
- * processes from what even a real-time thread loses on this VM.
- */
-const FIFO_PRIORITY = Number(process.env.LOCKSTEP_BENCH_CAMERA_FIFO ?? 0);
 /** A trigger-mode photo further than this from its instant is asked why (the issue's "clock agreement + 100 µs"). */
 const LATE_NS = 100_000;
 
@@ -107,7 +100,6 @@ async function runMode(mode: string): Promise<ModeResult> {
   let runs: PhotoRun[];
   try {
     await cluster.start();
-    if (FIFO_PRIORITY > 0) for (const n of cluster.nodes) execFileSync('chrt', ['-f', '-p', String(FIFO_PRIORITY), String(n.child.pid)]);
     runs = await (setup.slotted ? (c: Cluster, o: Parameters<typeof runPhotos>[1]) => runSlottedPhotos(c, { ...o, slotNs: SLOT_NS }) : runPhotos)(cluster, {
       action: setup.action,
       count: TRIGGERS,
@@ -184,8 +176,8 @@ export async function run(): Promise<unknown> {
     if (!r.lateCauses) continue;
     const a = r.afterSpinNs;
     console.log(
-      `${r.mode}: ${causesText(r.lateCauses, LATE_NS, 'the edges\' way to the sensor (the write, gpioset\'s read)')}; ` +
-        `that way per photo (true mid − instant − clock error − spin lateness) p50 / p99 / max ${a ? `${formatNs(a.p50)} / ${formatNs(a.p99)} / ${formatNs(a.max)}` : '-'}`,
+      `${r.mode}: ${causesText(r.lateCauses, LATE_NS, 'after the first edge (the CPU lost inside the pulse\'s spin: a late rising edge)')}; ` +
+        `after the first edge, per photo (true mid − instant − clock error − spin lateness) p50 / p99 / max ${a ? `${formatNs(a.p50)} / ${formatNs(a.p99)} / ${formatNs(a.max)}` : '-'}`,
     );
   }
   console.log(

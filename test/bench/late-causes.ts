@@ -20,7 +20,7 @@ export interface LateCauses {
 }
 
 export interface TimedEdge {
-  /** |truth − instant| is judged (ns). */
+  /** truth − instant (ns): later than lateNs is late (an early edge is the clock's, told by its own figures). */
   trueErrorNs: number;
   /** The spin's end − the instant. */
   latenessNs: number;
@@ -30,11 +30,11 @@ export interface TimedEdge {
   clockErrorNs?: number;
 }
 
-/** Sorts every edge whose |trueErrorNs| exceeds lateNs by its first cause. */
+/** Sorts every edge later than lateNs by its first cause. */
 export function lateCauses(edges: TimedEdge[], lateNs: number): LateCauses {
   const causes: LateCauses = { clock: 0, wokeLate: 0, sleptPast: 0, spinTaken: 0, afterSpin: 0 };
   for (const e of edges) {
-    if (Math.abs(e.trueErrorNs) <= lateNs) continue;
+    if (e.trueErrorNs <= lateNs) continue;
     if (e.clockErrorNs !== undefined && Math.abs(e.clockErrorNs) > lateNs / 2) causes.clock++;
     else if (e.latenessNs <= lateNs / 2) causes.afterSpin++;
     else if (e.wakeLeadNs !== undefined && e.wakeLeadNs < 0) causes.wokeLate++;
