@@ -25,7 +25,7 @@ export const CLOCK_OPTIONS = {
 export const SYSTEM_CLOCK_ERROR_BOUND_NS = 1_000_000;
 /** Time to reach synchronization with --ntp (the client's burst takes ~1–2 s on a LAN). */
 export const DEFAULT_SYNC_TIMEOUT_MS = 15_000;
-/** The follower's precise re-anchor spins up to ~3 ms: not within this of a deadline. */
+/** The follower's precise re-anchor spins up to ~5 ms: not within this of a deadline. */
 const QUIET_BEFORE_DEADLINE_NS = 200_000_000n;
 const NTP_PORT = 123;
 

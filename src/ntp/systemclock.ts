@@ -39,7 +39,7 @@ import type { UpstreamInfo } from './server.js';
 const CHECK_INTERVAL_MS = 1000;
 /** Beyond the 1 ms resolution of Date.now() and its jitter: a step, not noise. */
 const STEP_DETECT_NS = 3_000_000;
-/** A fresh precise anchor (up to 3 ms of spinning) once a minute keeps the bound from growing. */
+/** A fresh precise anchor (up to 5 ms of spinning) once a minute keeps the bound from growing. */
 const REFRESH_MS = 60_000;
 /** chronyc is asked this often; its answers change slowly. */
 const CHRONY_INTERVAL_MS = 16_000;

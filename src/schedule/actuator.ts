@@ -201,7 +201,7 @@ export function realUtcAtMonotonic(monotonicNs: bigint): bigint {
 
 /**
  * CLOCK_REALTIME − CLOCK_MONOTONIC now, ns, measured afresh (a Date.now()
- * edge, sub-µs, up to ~3 ms of spinning): a camera's FrameWallClock is on
+ * edge, sub-µs, up to ~5 ms of spinning): a camera's FrameWallClock is on
  * CLOCK_REALTIME, which chrony or an admin may have slewed or stepped since
  * the process's own anchor was taken.
  */

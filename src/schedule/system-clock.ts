@@ -8,7 +8,7 @@
  *
  * Linux applies NTP frequency corrections to CLOCK_MONOTONIC as well, so
  * REALTIME − MONOTONIC only changes on steps: a cheap ms-resolution check
- * each second finds them, and a precise re-anchor (up to ~3 ms of spinning)
+ * each second finds them, and a precise re-anchor (up to ~5 ms of spinning)
  * runs only then, or every few minutes, and never just before a deadline.
  */
 import { anchorToSystemClock } from '../time/clock.js';
@@ -29,7 +29,7 @@ const STEP_HIGH_NS = 500_000n;
 export interface SystemClockFollowerOptions {
   /** Error bound given to each re-anchor estimate (how far we trust the system clock). */
   errorBoundNs: number;
-  /** False while a deadline is near: the precise re-anchor spins for up to ~3 ms. */
+  /** False while a deadline is near: the precise re-anchor spins for up to ~5 ms. */
   isQuiet?: () => boolean;
   /** Hears of every correction applied (ns, UTC − previous UTC). */
   onCorrection?: (correctionNs: bigint, kind: 'step' | 'slew') => void;

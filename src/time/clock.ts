@@ -31,40 +31,61 @@ export function rawAtMonotonic(clock: RawClock, monotonicNs: bigint): bigint {
   return clock.nowNs() - (process.hrtime.bigint() - monotonicNs);
 }
 
-/** How many Date.now() tick edges to sample when anchoring; the tightest wins. */
-const ANCHOR_TICKS = 3;
+/**
+ * How many Date.now() tick edges to sample when anchoring; the tightest wins.
+ * Five, not fewer: under load one edge in a few is bracketed by a preemption
+ * (its bracket is then wide and loses), and each edge costs up to 1 ms once.
+ */
+const ANCHOR_TICKS = 5;
+
+/** The two clocks an anchor reads; replaceable so a test can script a preemption. */
+export interface AnchorReader {
+  /** CLOCK_REALTIME in whole milliseconds (Date.now()). */
+  nowMs(): number;
+  /** CLOCK_MONOTONIC in ns (process.hrtime.bigint()). */
+  monotonicNs(): bigint;
+}
+
+const SYSTEM_ANCHOR_READER: AnchorReader = { nowMs: () => Date.now(), monotonicNs: () => process.hrtime.bigint() };
 
 /**
  * Reads the system clock once with sub-microsecond accuracy: Date.now() only
  * has millisecond resolution, but the instant it changes value is the instant
- * CLOCK_REALTIME crosses a millisecond boundary, so we spin until the edge and
- * read the monotonic clock right there. Costs up to ANCHOR_TICKS ms once.
+ * CLOCK_REALTIME crosses a millisecond boundary. Monotonic reads interleave
+ * the Date.now() reads (m0 D0 m1 D1 m2 ...): when D(k) is the first to show
+ * the new millisecond, the edge came after D(k-1), so after m(k-1), and
+ * before D(k), so before m(k+1). That bracket is certain whatever the
+ * scheduler did; bracketing from m(k) instead is not (a preemption between
+ * D(k-1) and m(k) hides the edge before m(k) with a narrow bracket: a node
+ * once claimed 500 µs and was 887 µs off). Costs up to ANCHOR_TICKS ms once.
+ * `uncertaintyNs` is half the chosen bracket: the anchor's error is below it.
  */
-export function anchorToSystemClock(): { epochNs: bigint; hrtimeNs: bigint } {
+export function anchorToSystemClock(read: AnchorReader = SYSTEM_ANCHOR_READER): { epochNs: bigint; hrtimeNs: bigint; uncertaintyNs: bigint } {
   let best: { epochNs: bigint; hrtimeNs: bigint; widthNs: bigint } | undefined;
   for (let i = 0; i < ANCHOR_TICKS; i++) {
-    const startMs = Date.now();
-    let before = process.hrtime.bigint();
-    let nowMs = Date.now();
+    let beforePrevious = read.monotonicNs();
+    const startMs = read.nowMs();
+    let before = read.monotonicNs();
+    let nowMs = read.nowMs();
     while (nowMs === startMs) {
-      before = process.hrtime.bigint();
-      nowMs = Date.now();
+      beforePrevious = before;
+      before = read.monotonicNs();
+      nowMs = read.nowMs();
     }
-    const after = process.hrtime.bigint();
-    // The edge lies between `before` and `after`: take the middle.
-    const width = after - before;
+    const after = read.monotonicNs();
+    const width = after - beforePrevious;
     if (!best || width < best.widthNs) {
-      best = { epochNs: BigInt(nowMs) * NS_PER_MS, hrtimeNs: before + width / 2n, widthNs: width };
+      best = { epochNs: BigInt(nowMs) * NS_PER_MS, hrtimeNs: beforePrevious + width / 2n, widthNs: width };
     }
   }
-  return { epochNs: best!.epochNs, hrtimeNs: best!.hrtimeNs };
+  return { epochNs: best!.epochNs, hrtimeNs: best!.hrtimeNs, uncertaintyNs: best!.widthNs / 2n };
 }
 
 /** The real clock: process.hrtime.bigint() given the system clock's epoch at start. */
 export class RealClock implements RawClock {
   private readonly epochMinusHrtimeNs: bigint;
 
-  constructor(anchor = anchorToSystemClock()) {
+  constructor(anchor: { epochNs: bigint; hrtimeNs: bigint } = anchorToSystemClock()) {
     this.epochMinusHrtimeNs = anchor.epochNs - anchor.hrtimeNs;
   }
 
